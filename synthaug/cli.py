@@ -1,0 +1,69 @@
+"""`synthaug`: validate a profile or run the study's stages from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from synthaug.config import ConfigError, StudyConfig, load_config
+from synthaug.data import DataError, prepare_data
+
+
+def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
+    return {key: value for key, value in pairs}
+
+
+def _load(args: argparse.Namespace) -> StudyConfig:
+    return load_config(args.file, _overrides(args.parameters))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    manifest = prepare_data(cfg)
+    counts = {split: sum(c.values()) for split, c in manifest.counts().items()}
+    print(f"data: {len(manifest.classes)} classes, {counts} -> {cfg.run_dir / 'data'}")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, func, help_text in (
+        ("run", cmd_run, "run the study (stages that exist so far: data)"),
+        ("validate", cmd_validate, "check a profile and print the resolved config"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("-f", "--file", required=True, help="profile, e.g. params/smoke.yaml")
+        sub.add_argument(
+            "-p",
+            "--parameters",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("KEY", "VALUE"),
+            help="override, dotted for nested keys: -p generator.epochs 3",
+        )
+        sub.set_defaults(func=func)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""One validated schema for a study: loaded from YAML, overridden with dotted keys.
+
+The same `StudyConfig` object is built by the notebooks (from papermill parameters),
+the CLI and the tests, so a bad value fails the same way everywhere: one `ConfigError`
+naming the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CLASS_KEYWORD = "{class_name}"
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Section):
+    """Where the real images come from: a local ImageFolder or a Hugging Face dataset."""
+
+    path: str | None = Field(None, description="local ImageFolder root: <path>/<class>/<image>")
+    hub_id: str | None = Field(
+        None, description="Hugging Face dataset id, or a folder written by Dataset.save_to_disk"
+    )
+    hub_split: str = "train"
+    image_column: str = "image"
+    label_column: str = "label"
+    image_size: int = Field(256, gt=0, description="images of another size are resized to this")
+    classes: list[str] | None = Field(None, description="subset of class names; None = all")
+    on_corrupt: Literal["error", "skip"] = Field(
+        "error", description="unreadable image: stop with its path, or skip it with a warning"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("give exactly one of dataset.path (ImageFolder) or dataset.hub_id")
+        return self
+
+
+class SplitsConfig(_Section):
+    """Disjoint, class-stratified splits: LoRA training, real pool, test."""
+
+    unit: Literal["per_class", "total"] = Field(
+        "per_class", description="counts are per class, or totals spread evenly over classes"
+    )
+    lora: int = Field(ge=0, description="real images the LoRA is trained on")
+    pool: int | None = Field(None, ge=0, description="real images mixes draw from; None = rest")
+    test: int = Field(gt=0, description="real images every classifier is tested on")
+    seed: int = 0
+
+
+class TinyFluxConfig(_Section):
+    """A FLUX-architecture pipeline small enough for a CPU, built locally from this config."""
+
+    num_layers: int = Field(1, ge=1)
+    num_single_layers: int = Field(1, ge=1)
+    attention_head_dim: int = Field(16, ge=16)
+    num_attention_heads: int = Field(2, ge=1)
+    text_dim: int = Field(32, ge=8, description="width of the CLIP and T5 stand-ins")
+    text_layers: int = Field(2, ge=1)
+    vae_channels: list[int] = Field([32, 64, 64], min_length=2)
+    vocab_size: int = Field(400, ge=300, description="size of the locally trained tokenizers")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _rope_fits(self) -> TinyFluxConfig:
+        if self.attention_head_dim % 16:
+            raise ValueError("tiny.attention_head_dim must be a multiple of 16 (3-axis RoPE)")
+        return self
+
+
+class LoraConfig(_Section):
+    rank: int = Field(16, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        [
+            "attn.to_q",
+            "attn.to_k",
+            "attn.to_v",
+            "attn.to_out.0",
+            "attn.add_q_proj",
+            "attn.add_k_proj",
+            "attn.add_v_proj",
+            "attn.to_add_out",
+            "ff.net.0.proj",
+            "ff.net.2",
+            "ff_context.net.0.proj",
+            "ff_context.net.2",
+            "proj_mlp",
+            "proj_out",
+        ],
+        min_length=1,
+    )
+
+
+class GeneratorConfig(_Section):
+    """The diffusion model and how its one LoRA is trained."""
+
+    base_model: str = Field(
+        description="hub id or local folder of a FluxPipeline; 'tiny' builds one from `tiny`"
+    )
+    tiny: TinyFluxConfig = TinyFluxConfig()
+    lora: LoraConfig = LoraConfig()
+    optimizer: Literal["prodigy", "adamw"] = "prodigy"
+    learning_rate: float = Field(1.0, gt=0, description="Prodigy expects 1.0")
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["cosine", "constant"] = "cosine"
+    lr_warmup_steps: int = Field(0, ge=0)
+    epochs: int = Field(6, gt=0)
+    repeats: int = Field(5, gt=0, description="times each image is seen per epoch")
+    batch_size: int = Field(1, gt=0)
+    resolution: int = Field(256, gt=0)
+    timestep_sampling: Literal["logit_normal", "uniform", "shifted_sigmoid"] = "logit_normal"
+    guidance_scale: float = Field(1.0, ge=0, description="guidance embedding while training")
+    max_sequence_length: int = Field(512, gt=0, description="T5 tokens per prompt")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
+    seed: int = 0
+
+
+class GenerationConfig(_Section):
+    count: int = Field(gt=0, description="synthetic images in total, spread evenly over classes")
+    prompt_template: str = Field(
+        "an aerial image of {class_name}", description="must contain {class_name}"
+    )
+    steps: int = Field(28, gt=0)
+    guidance_scale: float = Field(3.5, ge=0)
+    lora_scale: float = Field(1.0, ge=0)
+    batch_size: int = Field(4, gt=0)
+    seed: int = 0
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_keyword(cls, template: str) -> str:
+        if CLASS_KEYWORD not in template:
+            raise ValueError(f"prompt_template must contain {CLASS_KEYWORD}")
+        return template
+
+
+class TinyVitConfig(_Section):
+    hidden_size: int = Field(32, ge=8)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(64, ge=8)
+    patch_size: int = Field(8, ge=2)
+    seed: int = 0
+
+
+class ClassifierConfig(_Section):
+    model: str = Field(
+        description="hub id or local folder of an image backbone; 'tiny' builds one from `tiny`"
+    )
+    tiny: TinyVitConfig = TinyVitConfig()
+    mode: Literal["full", "linear_probe"] = Field(
+        "full", description="fine-tune everything, or train a linear head on frozen features"
+    )
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    image_size: int = Field(224, gt=0)
+
+
+class StudyMix(_Section):
+    n_generated: int = Field(ge=0)
+    n_real: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> StudyMix:
+        if self.n_generated + self.n_real == 0:
+            raise ValueError("a mix needs at least one image")
+        return self
+
+
+class StudySection(_Section):
+    """Which training sets the classifier is fitted on, and how many seeds each."""
+
+    mixes: list[StudyMix] | None = Field(None, description="explicit generated:real pairs")
+    generated_shares: list[float] | None = Field(None, description="shares of generated images")
+    total: int | None = Field(None, gt=0, description="images per mix, with generated_shares")
+    seeds: list[int] = Field([0], min_length=1)
+    baseline_real_same_count: bool = True
+    baseline_real_full: bool = True
+    baseline_generated_only: bool = True
+
+    @model_validator(mode="after")
+    def _one_form(self) -> StudySection:
+        if (self.mixes is None) == (self.generated_shares is None):
+            raise ValueError("give exactly one of study.mixes or study.generated_shares (+ total)")
+        if self.generated_shares is not None:
+            if self.total is None:
+                raise ValueError("study.generated_shares needs study.total")
+            if any(not 0 <= s <= 1 for s in self.generated_shares):
+                raise ValueError("study.generated_shares must lie in [0, 1]")
+        return self
+
+    def resolved_mixes(self) -> list[StudyMix]:
+        """The generated:real pairs, whichever form the profile used."""
+        if self.mixes is not None:
+            return list(self.mixes)
+        assert self.total is not None and self.generated_shares is not None
+        return [
+            StudyMix(n_generated=round(s * self.total), n_real=self.total - round(s * self.total))
+            for s in self.generated_shares
+        ]
+
+
+class StudyConfig(_Section):
+    """A whole study; every stage reads its own section."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str = "runs"
+    dataset: DatasetConfig
+    splits: SplitsConfig
+    generator: GeneratorConfig
+    generation: GenerationConfig
+    classifier: ClassifierConfig
+    study: StudySection
+
+    @property
+    def run_dir(self) -> Path:
+        """Where every stage of this study writes: <output_dir>/<name>."""
+        return resolve_path(self.output_dir) / self.name
+
+
+SECTIONS = tuple(StudyConfig.model_fields)
+TINY = "tiny"
+
+
+def project_root() -> Path:
+    """The folder relative paths in a profile are read from.
+
+    `SYNTHAUG_ROOT` if set; else the nearest folder at or above the working directory
+    that holds `params/` (so a notebook opened from `notebooks/` resolves like the CLI).
+    """
+    if env := os.environ.get("SYNTHAUG_ROOT"):
+        return Path(env).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "params").is_dir():
+            return folder
+    return cwd
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as papermill reads `-p` values: YAML scalars, else the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of `raw` with dotted keys (`generator.lora.rank`) set to new values."""
+    result = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {dotted!r}: {where!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = parse_value(value) if isinstance(value, str) else value
+    return result
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the section at `loc` (for an 'unknown key' message)."""
+    model: Any = StudyConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = field.annotation
+        for candidate in getattr(model, "__args__", (model,)):
+            inner = getattr(candidate, "__args__", (candidate,))[0]
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+                break
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+    return sorted(model.model_fields)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{key}: unknown key{hint}")
+        elif item["type"] == "missing":
+            lines.append(f"{key}: required but missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: got {item['input']!r}; {message}")
+    return "invalid study config:\n  " + "\n  ".join(lines)
+
+
+def build_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> StudyConfig:
+    """Validate a raw mapping (plus dotted overrides) into a `StudyConfig`."""
+    merged = apply_overrides(raw, overrides or {})
+    try:
+        return StudyConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = resolve_path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile {path} does not exist; the profiles are in params/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"profile {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {path} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> StudyConfig:
+    """Load `params/<profile>.yaml` and apply dotted overrides."""
+    return build_config(read_yaml(path), overrides)
+
+
+def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
+    """The config of a notebook run: the sections papermill injected (`-f params/x.yaml`),
+    or the `profile` path when none were, plus the notebook's `overrides` dict."""
+    sections = {key: namespace[key] for key in SECTIONS if namespace.get(key) is not None}
+    overrides = namespace.get("overrides") or {}
+    if sections:
+        return build_config(sections, overrides)
+    profile = namespace.get("profile")
+    if not profile:
+        raise ConfigError(
+            "no study config: run with `papermill <nb> <out> -f params/<profile>.yaml` "
+            "or set `profile` in the parameters cell"
+        )
+    return load_config(profile, overrides)
+
+
+def config_hash(section: BaseModel, *extra: Any) -> str:
+    """A short, stable hash of a config section (for cache keys and resume checks)."""
+    payload = json.dumps([section.model_dump(mode="json"), *extra], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,186 @@
+"""Load the study's models from the hub or a local folder, or build tiny stand-ins.
+
+The tiny stand-ins have the real architectures (FLUX: `FluxTransformer2DModel`,
+16-channel `AutoencoderKL`, CLIP + T5 text encoders, flow-matching scheduler; the
+classifier: a ViT) and are saved with `save_pretrained`, so every stage loads them with
+`from_pretrained` exactly as it loads FLUX.1-dev or ViT-base from the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    T5Config,
+    T5EncoderModel,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
+)
+
+from synthaug.config import TinyFluxConfig, TinyVitConfig, config_hash
+from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
+
+# FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
+FLUX_SCHEDULER = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def cache_root() -> Path:
+    """Where built and pretrained models are cached: $SYNTHAUG_CACHE or ~/.cache/synthaug."""
+    return Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug"))
+
+
+def build_once(target: Path, build) -> Path:
+    """Run `build(tmp_dir)` and rename the result to `target`, unless `target` exists.
+
+    The rename is atomic, so an interrupted build never leaves a folder that looks done.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _rope_axes(head_dim: int) -> tuple[int, int, int]:
+    return head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8
+
+
+def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
+    """A randomly initialised FLUX-architecture pipeline built from `cfg` (not saved)."""
+    torch.manual_seed(cfg.seed)
+    clip_tokenizer = train_clip_tokenizer(corpus, cfg.vocab_size)
+    t5_tokenizer = train_t5_tokenizer(corpus, cfg.vocab_size)
+    heads = max(1, cfg.text_dim // 16)
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tokenizer),
+            hidden_size=cfg.text_dim,
+            intermediate_size=2 * cfg.text_dim,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=77,
+            projection_dim=cfg.text_dim,
+            bos_token_id=clip_tokenizer.bos_token_id,
+            eos_token_id=clip_tokenizer.eos_token_id,
+            pad_token_id=clip_tokenizer.pad_token_id,
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=cfg.text_dim,
+            d_kv=cfg.text_dim // heads,
+            d_ff=2 * cfg.text_dim,
+            num_layers=cfg.text_layers,
+            num_heads=heads,
+            pad_token_id=t5_tokenizer.pad_token_id,
+            eos_token_id=t5_tokenizer.eos_token_id,
+        )
+    )
+    blocks = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=tuple(cfg.vae_channels),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1,
+        norm_num_groups=min(32, min(cfg.vae_channels)),
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=1.0,
+        shift_factor=0.0,
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=cfg.num_layers,
+        num_single_layers=cfg.num_single_layers,
+        attention_head_dim=cfg.attention_head_dim,
+        num_attention_heads=cfg.num_attention_heads,
+        joint_attention_dim=cfg.text_dim,
+        pooled_projection_dim=cfg.text_dim,
+        guidance_embeds=True,
+        axes_dims_rope=_rope_axes(cfg.attention_head_dim),
+    )
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    for module in (clip, t5, vae, transformer):
+        module.eval()
+    return pipe
+
+
+def tiny_flux_dir(cfg: TinyFluxConfig, corpus: list[str]) -> Path:
+    """Build (once, cached by config) and save a tiny FLUX pipeline; return its folder."""
+    target = cache_root() / f"tiny-flux-{config_hash(cfg, corpus)}"
+    return build_once(target, lambda tmp: tiny_flux_pipeline(cfg, corpus).save_pretrained(tmp))
+
+
+def load_flux_pipeline(source: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipeline:
+    """FLUX.1-dev from the hub, or any saved FluxPipeline folder: the same call for both."""
+    return FluxPipeline.from_pretrained(str(source), dtype=dtype)
+
+
+def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:
+    """Build (once, cached) a tiny ViT backbone + image processor laid out like
+    google/vit-base-patch16-224-in21k (a `ViTModel` checkpoint with a pooler)."""
+    if image_size % cfg.patch_size:
+        raise ValueError(
+            f"classifier.image_size {image_size} is not a multiple of "
+            f"classifier.tiny.patch_size {cfg.patch_size}"
+        )
+
+    def build(folder: Path) -> None:
+        torch.manual_seed(cfg.seed)
+        config = ViTConfig(
+            image_size=image_size,
+            patch_size=cfg.patch_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            intermediate_size=cfg.intermediate_size,
+        )
+        ViTModel(config).save_pretrained(folder)
+        ViTImageProcessor(
+            size={"height": image_size, "width": image_size},
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        ).save_pretrained(folder)
+
+    return build_once(cache_root() / f"tiny-vit-{config_hash(cfg, image_size)}", build)

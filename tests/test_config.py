@@ -1,0 +1,161 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthaug.config import (
+    ConfigError,
+    StudyConfig,
+    apply_overrides,
+    build_config,
+    from_notebook,
+    load_config,
+)
+
+from .conftest import ROOT
+
+PROFILES = sorted((ROOT / "params").glob("*.yaml"))
+PROFILE_NAMES = [p.stem for p in PROFILES if p.stem != "paper_table2"]
+
+
+def raw(name: str = "smoke") -> dict:
+    return yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_every_profile_validates(name: str) -> None:
+    cfg = load_config(ROOT / "params" / f"{name}.yaml")
+    assert isinstance(cfg, StudyConfig)
+    assert cfg.name == name
+    assert cfg.study.resolved_mixes()
+
+
+def test_profiles_are_the_three_the_project_promises() -> None:
+    assert set(PROFILE_NAMES) == {"paper", "ucmerced-cpu", "smoke"}
+
+
+def test_paper_profile_is_the_paper() -> None:
+    cfg = load_config(ROOT / "params" / "paper.yaml")
+    assert cfg.dataset.hub_id == "blanchon/PatternNet"
+    assert cfg.generator.base_model == "black-forest-labs/FLUX.1-dev"
+    assert (cfg.splits.lora, cfg.splits.test, cfg.splits.unit) == (780, 2000, "total")
+    g = cfg.generator
+    assert (g.epochs, g.repeats, g.optimizer, g.lr_scheduler) == (6, 5, "prodigy", "cosine")
+    assert cfg.generation.count == 8000 and cfg.generator.resolution == 256
+    assert cfg.classifier.model == "google/vit-base-patch16-224-in21k"
+    pairs = [(m.n_generated, m.n_real) for m in cfg.study.resolved_mixes()]
+    assert pairs == [(g, 10000 - g) for g in range(2000, 8001, 1000)]
+
+
+def test_paper_table_has_a_row_per_paper_mix() -> None:
+    table = yaml.safe_load((ROOT / "params" / "paper_table2.yaml").read_text())
+    cfg = load_config(ROOT / "params" / "paper.yaml")
+    pairs = [(m.n_generated, m.n_real) for m in cfg.study.resolved_mixes()]
+    assert [(r["n_generated"], r["n_real"]) for r in table["rows"]] == pairs
+
+
+def test_bad_value_names_key_value_and_rule() -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config(raw(), {"generator.lora.rank": -3})
+    message = str(error.value)
+    assert "generator.lora.rank" in message and "-3" in message and "greater than 0" in message
+
+
+def test_bad_choice_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError, match=r"generator\.optimizer.*'sgd'.*'prodigy' or 'adamw'"):
+        build_config(raw(), {"generator.optimizer": "sgd"})
+
+
+def test_unknown_key_is_an_error_listing_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config(raw(), {"generator.lora.rnak": 4})
+    message = str(error.value)
+    assert "generator.lora.rnak: unknown key" in message
+    assert "rank" in message and "alpha" in message
+
+
+def test_unknown_top_level_section() -> None:
+    with pytest.raises(ConfigError, match="classifer: unknown key; allowed keys here: .*classif"):
+        build_config({**raw(), "classifer": {}})
+
+
+def test_missing_section_is_named() -> None:
+    data = raw()
+    del data["splits"]
+    with pytest.raises(ConfigError, match="splits: required but missing"):
+        build_config(data)
+
+
+def test_prompt_template_needs_class_keyword() -> None:
+    with pytest.raises(ConfigError, match=r"generation\.prompt_template.*\{class_name\}"):
+        build_config(raw(), {"generation.prompt_template": "an aerial image"})
+
+
+def test_dataset_needs_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match="exactly one of dataset.path"):
+        build_config(raw(), {"dataset.hub_id": "blanchon/PatternNet"})
+
+
+def test_study_needs_one_mix_form() -> None:
+    with pytest.raises(ConfigError, match="study.mixes or study.generated_shares"):
+        build_config(raw(), {"study.mixes": [{"n_generated": 1, "n_real": 1}]})
+
+
+def test_dotted_overrides_parse_values_like_papermill() -> None:
+    cfg = build_config(
+        raw(),
+        {
+            "generator.epochs": "3",
+            "generator.gradient_checkpointing": "true",
+            "study.seeds": "[4, 5]",
+            "generation.prompt_template": "a satellite photo of {class_name}",
+        },
+    )
+    assert cfg.generator.epochs == 3 and cfg.generator.gradient_checkpointing is True
+    assert cfg.study.seeds == [4, 5]
+    assert cfg.generation.prompt_template.startswith("a satellite")
+
+
+def test_override_through_a_value_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="'generator.epochs' is a value, not a section"):
+        apply_overrides(raw(), {"generator.epochs.x": 1})
+
+
+def test_overrides_do_not_mutate_the_input() -> None:
+    data = raw()
+    apply_overrides(data, {"generator.epochs": 9})
+    assert data["generator"]["epochs"] == 2
+
+
+def test_config_is_frozen() -> None:
+    cfg = build_config(raw())
+    with pytest.raises(ValueError):
+        cfg.generator.epochs = 4  # type: ignore[misc]
+
+
+def test_from_notebook_uses_injected_sections_then_overrides() -> None:
+    namespace = {**raw(), "overrides": {"generator.epochs": 7}, "unrelated": 1}
+    assert from_notebook(namespace).generator.epochs == 7
+
+
+def test_from_notebook_falls_back_to_profile_path() -> None:
+    cfg = from_notebook({"profile": "params/smoke.yaml", "dataset": None})
+    assert cfg.name == "smoke"
+
+
+def test_from_notebook_without_config_explains_how() -> None:
+    with pytest.raises(ConfigError, match="papermill .* -f params/<profile>.yaml"):
+        from_notebook({"profile": None})
+
+
+def test_missing_profile_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("params/nope.yaml")
+
+
+def test_relative_paths_resolve_from_project_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYNTHAUG_ROOT")
+    monkeypatch.chdir(ROOT / "tests")
+    cfg = load_config("params/smoke.yaml")
+    assert cfg.run_dir == ROOT / "runs" / "smoke"
+    assert Path(ROOT / cfg.dataset.path).is_dir()

@@ -1,0 +1,77 @@
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, ViTForImageClassification
+
+from synthaug.config import TinyFluxConfig, TinyVitConfig
+from synthaug.models import load_flux_pipeline, tiny_flux_dir, tiny_vit_dir
+from synthaug.vocab import prompt_corpus
+
+CORPUS = prompt_corpus(["beach", "forest", "harbor"], "an aerial image of {class_name}")
+
+
+def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
+    return pipe(
+        "an aerial image of forest",
+        height=size,
+        width=size,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=16,
+        output_type="np",
+    ).images[0]
+
+
+def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> None:
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    assert type(pipe).__name__ == "FluxPipeline"
+    assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
+    assert pipe.vae.config.latent_channels == 16
+    assert type(pipe.text_encoder).__name__ == "CLIPTextModel"
+    assert type(pipe.text_encoder_2).__name__ == "T5EncoderModel"
+    for size in (32, 48):
+        image = generate(pipe, size)
+        assert image.shape == (size, size, 3) and np.isfinite(image).all()
+
+
+def test_tiny_flux_save_load_round_trip_is_identical(tmp_path) -> None:
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    pipe.save_pretrained(tmp_path / "copy")
+    again = load_flux_pipeline(tmp_path / "copy")
+    np.testing.assert_array_equal(generate(pipe, 32), generate(again, 32))
+    assert not np.array_equal(generate(pipe, 32, seed=0), generate(pipe, 32, seed=1))
+
+
+def test_tiny_flux_cache_is_keyed_by_config() -> None:
+    first = tiny_flux_dir(TinyFluxConfig(), CORPUS)
+    assert tiny_flux_dir(TinyFluxConfig(), CORPUS) == first
+    assert tiny_flux_dir(TinyFluxConfig(seed=1), CORPUS) != first
+
+
+def test_locally_trained_tokenizers_encode_class_prompts() -> None:
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    clip_ids = pipe.tokenizer("an aerial image of harbor").input_ids
+    t5_ids = pipe.tokenizer_2("an aerial image of harbor").input_ids
+    assert clip_ids[0] == pipe.tokenizer.bos_token_id
+    assert clip_ids[-1] == pipe.tokenizer.eos_token_id
+    assert t5_ids[-1] == pipe.tokenizer_2.eos_token_id
+    # trained on the prompt vocabulary, so the class word is one token, not characters
+    assert "harbor</w>" in pipe.tokenizer.convert_ids_to_tokens(clip_ids)
+    assert pipe.tokenizer.decode(clip_ids, skip_special_tokens=True).strip() == (
+        "an aerial image of harbor"
+    )
+
+
+def test_tiny_vit_loads_like_vit_base_in21k() -> None:
+    folder = tiny_vit_dir(TinyVitConfig(), 32)
+    labels = ["beach", "forest", "harbor"]
+    model = ViTForImageClassification.from_pretrained(
+        folder,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
+    processor = AutoImageProcessor.from_pretrained(folder)
+    batch = processor(images=[np.zeros((50, 70, 3), dtype=np.uint8)] * 2, return_tensors="pt")
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (2, 3)
