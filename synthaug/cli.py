@@ -8,8 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from synthaug.classify import CellRunner, study_cells
 from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError, prepare_data
+from synthaug.dinov2 import MissingBackboneError
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -30,13 +32,21 @@ def cmd_run(args: argparse.Namespace) -> None:
     manifest = prepare_data(cfg)
     counts = {split: sum(c.values()) for split, c in manifest.counts().items()}
     print(f"data: {len(manifest.classes)} classes, {counts} -> {cfg.run_dir / 'data'}")
+    if args.stage == "data":
+        return
+    # Until the LoRA and generate stages exist, the sweep runs the cells without generated images.
+    cells = [c for c in study_cells(cfg.study) if c.n_generated == 0]
+    runner = CellRunner(cfg)
+    for index, cell in enumerate(cells, 1):
+        metrics = runner.run(cell)
+        print(f"[{index}/{len(cells)}] {cell.name}: accuracy {metrics['accuracy']:.3f}")
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     for name, func, help_text in (
-        ("run", cmd_run, "run the study (stages that exist so far: data)"),
+        ("run", cmd_run, "run the study (stages so far: data, then the real-only cells)"),
         ("validate", cmd_validate, "check a profile and print the resolved config"),
     ):
         sub = commands.add_parser(name, help=help_text)
@@ -51,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
             help="override, dotted for nested keys: -p generator.epochs 3",
         )
         sub.set_defaults(func=func)
+        if name == "run":
+            sub.add_argument(
+                "--stage",
+                choices=("data", "train"),
+                default="train",
+                help="run up to this stage (default: all that exist)",
+            )
     return root
 
 
@@ -59,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, MissingBackboneError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -175,6 +175,8 @@ class ClassifierConfig(_Section):
     learning_rate: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     image_size: int = Field(224, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (full fine-tune)")
 
 
 class StudyMix(_Section):

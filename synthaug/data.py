@@ -305,15 +305,41 @@ def prepare_data(cfg: StudyConfig) -> Manifest:
     return manifest
 
 
-class ImageLoader:
-    """Loads manifest images as RGB PIL images at the dataset's image size."""
+GENERATED = "generated"
 
-    def __init__(self, cfg: DatasetConfig) -> None:
+
+def read_generated_manifest(path: Path) -> list[ImageRecord]:
+    """Generated images as records (`file` relative to the generated folder, `label`,
+    `sha256`), split `generated`, so they flow through the same code as real ones."""
+    if not path.is_file():
+        raise DataError(
+            f"no generated images at {path.parent}: run the generate stage "
+            "(notebooks/02_generate.ipynb or `synthaug run --stage generate`) first"
+        )
+    with open(path, newline="") as handle:
+        return [
+            ImageRecord(r["file"], r["label"], r["sha256"], GENERATED)
+            for r in csv.DictReader(handle)
+        ]
+
+
+class ImageLoader:
+    """Loads manifest images (real, or generated from `generated_root`) as RGB images."""
+
+    def __init__(self, cfg: DatasetConfig, generated_root: Path | None = None) -> None:
         self.source = open_source(cfg)
+        self.generated_root = generated_root
         self.size = cfg.image_size
 
     def __call__(self, record: ImageRecord) -> Image.Image:
-        data = self.source.read_bytes(record.ref)
+        if record.split == GENERATED:
+            if self.generated_root is None:
+                raise DataError(
+                    f"{record.ref} is a generated image but no generated folder was given"
+                )
+            data = (self.generated_root / record.ref).read_bytes()
+        else:
+            data = self.source.read_bytes(record.ref)
         if record.sha256 and sha256_bytes(data) != record.sha256:
             raise DataError(
                 f"{record.ref} changed since the manifest was written (sha256 "

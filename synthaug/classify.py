@@ -1,0 +1,455 @@
+"""Stage 3: the classifier on one generated:real mix (a *cell*), tested on the real test split.
+
+A cell is (n_generated, n_real, seed). Its training images are drawn class-balanced and
+seeded from the real pool and the generated set; its test images are always the
+manifest's real test split. Two modes share everything but the training loop:
+
+- `full`: fine-tune the whole `AutoModelForImageClassification` (the paper's ViT-base);
+- `linear_probe`: freeze the backbone, cache the classifier head's input features once
+  per image, and train only a linear head (the CPU profile).
+
+Each cell writes `<run>/cells/<cell>/metrics.json`; a cell whose file exists and matches
+its config is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from synthaug.config import StudyConfig, StudySection, config_hash
+from synthaug.data import (
+    DataError,
+    ImageLoader,
+    ImageRecord,
+    manifest_path,
+    prepare_data,
+    read_generated_manifest,
+    spread,
+)
+from synthaug.io import atomic_write_bytes, sha256_file
+from synthaug.metrics import classification_report
+from synthaug.models import classifier_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    n_generated: int
+    n_real: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"gen{self.n_generated}-real{self.n_real}-seed{self.seed}"
+
+    @property
+    def kind(self) -> str:
+        if self.n_real == 0:
+            return "generated_only"
+        return "real_only" if self.n_generated == 0 else "mix"
+
+
+def study_cells(study: StudySection) -> list[Cell]:
+    """Every mix and baseline of the study, once per seed (a baseline equal to a mix runs once)."""
+    mixes = study.resolved_mixes()
+    total = max(m.n_generated + m.n_real for m in mixes)
+    pairs: list[tuple[int, int]] = []
+    for mix in mixes:
+        pairs.append((mix.n_generated, mix.n_real))
+        if study.baseline_real_same_count:
+            pairs.append((0, mix.n_real))
+    if study.baseline_real_full:
+        pairs.append((0, total))
+    if study.baseline_generated_only:
+        pairs.append((total, 0))
+    unique = list(dict.fromkeys(pairs))
+    return [Cell(g, r, seed) for g, r in unique for seed in study.seeds]
+
+
+def default_real_count(study: StudySection, n_generated: int) -> int:
+    """The real part of the mix with `n_generated` generated images (mix size minus it)."""
+    total = max(m.n_generated + m.n_real for m in study.resolved_mixes())
+    if n_generated > total:
+        raise DataError(f"n_generated={n_generated} exceeds the study's mix size {total}")
+    return total - n_generated
+
+
+def sample_balanced(
+    records: list[ImageRecord], n: int, classes: list[str], seed: int, tag: str
+) -> list[ImageRecord]:
+    """`n` records spread evenly over `classes`, drawn with a seed; the same (seed, n) always
+    draws the same images, so a mix and its same-count real baseline share real images."""
+    if n == 0:
+        return []
+    by_class: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        by_class[record.label].append(record)
+    chosen: list[ImageRecord] = []
+    for label, count in spread(n, classes).items():
+        items = sorted(by_class[label], key=lambda r: r.ref)
+        if len(items) < count:
+            raise DataError(
+                f"{tag}: class {label!r} has {len(items)} images, the cell needs "
+                f"{count}; lower the mix size or provide more {tag} images"
+            )
+        chosen += random.Random(f"{seed}/{tag}/{label}").sample(items, count)
+    return chosen
+
+
+def to_pixels(
+    images: Iterable[Image.Image], size: int, mean: list[float], std: list[float]
+) -> torch.Tensor:
+    """The one preprocessing for real and generated images: bicubic resize, scale, normalise."""
+    arrays = [
+        np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+        for image in images
+    ]
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+class Backbone:
+    """The classifier model and its normalisation, loaded the way hub checkpoints are."""
+
+    def __init__(self, cfg: StudyConfig, classes: list[str]) -> None:
+        source = classifier_source(cfg.classifier)
+        processor = AutoImageProcessor.from_pretrained(source)
+        self.mean, self.std = list(processor.image_mean), list(processor.image_std)
+        self.size = cfg.classifier.image_size
+        self.source = source
+        self.model = AutoModelForImageClassification.from_pretrained(
+            source,
+            num_labels=len(classes),
+            id2label=dict(enumerate(classes)),
+            label2id={name: i for i, name in enumerate(classes)},
+        )
+
+    def pixels(self, images: Iterable[Image.Image]) -> torch.Tensor:
+        return to_pixels(images, self.size, self.mean, self.std)
+
+    @torch.no_grad()
+    def features(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
+        """The classifier head's input (CLS for ViT; CLS + mean patch for DINOv2)."""
+        captured: list[torch.Tensor] = []
+        hook = self.model.classifier.register_forward_pre_hook(
+            lambda _module, args: captured.append(args[0].detach())
+        )
+        self.model.eval()
+        try:
+            for start in range(0, len(images), batch_size):
+                self.model(pixel_values=self.pixels(images[start : start + batch_size]))
+        finally:
+            hook.remove()
+        return torch.cat(captured)
+
+
+class FeatureCache:
+    """Frozen-backbone features per image (keyed by sha256), one atomically written file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, torch.Tensor] = {}
+        if path.exists():
+            with safe_open(str(path), "pt") as handle:
+                keys = json.loads(handle.metadata()["sha256"])
+                self.rows = dict(zip(keys, handle.get_tensor("features"), strict=True))
+
+    def ensure(
+        self, records: list[ImageRecord], backbone: Backbone, load: Callable, batch_size: int
+    ) -> float:
+        """Compute features of the records not cached yet; return the seconds it took."""
+        todo = list({r.sha256: r for r in records if r.sha256 not in self.rows}.values())
+        if not todo:
+            return 0.0
+        start = time.perf_counter()
+        for chunk in tqdm(range(0, len(todo), 256), desc="features", unit="x256 images"):
+            batch = todo[chunk : chunk + 256]
+            features = backbone.features([load(r) for r in batch], batch_size)
+            self.rows.update(zip((r.sha256 for r in batch), features, strict=True))
+        keys = sorted(self.rows)
+        blob = save(
+            {"features": torch.stack([self.rows[k] for k in keys]).contiguous()},
+            metadata={"sha256": json.dumps(keys)},
+        )
+        atomic_write_bytes(self.path, blob)
+        return time.perf_counter() - start
+
+    def matrix(self, records: list[ImageRecord]) -> torch.Tensor:
+        return torch.stack([self.rows[r.sha256] for r in records])
+
+
+def _epoch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    return loss, (logits.argmax(1) == labels).float().mean().item()
+
+
+def train_linear_head(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    n_classes: int,
+    cfg: StudyConfig,
+    seed: int,
+) -> tuple[nn.Linear, list[dict]]:
+    """A linear head on frozen features (AdamW, mini-batches); per-epoch train/test curves."""
+    torch.manual_seed(seed)
+    head = nn.Linear(train_x.shape[1], n_classes)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=cfg.classifier.learning_rate, weight_decay=cfg.classifier.weight_decay
+    )
+    order = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(1, cfg.classifier.epochs + 1):
+        head.train()
+        for batch in torch.randperm(len(train_x), generator=order).split(cfg.classifier.batch_size):
+            loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            train_loss, train_acc = _epoch_stats(head(train_x), train_y)
+            test_loss, test_acc = _epoch_stats(head(test_x), test_y)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+            }
+        )
+    return head, history
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        labels: list[int],
+        load: Callable,
+        backbone: Backbone,
+        flip: bool,
+    ) -> None:
+        self.records, self.labels, self.load = records, labels, load
+        self.backbone, self.flip = backbone, flip
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.load(self.records[index])
+        if self.flip and random.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return self.backbone.pixels([image])[0], self.labels[index]
+
+
+def fine_tune(
+    backbone: Backbone,
+    train: tuple[list[ImageRecord], list[int]],
+    test: tuple[list[ImageRecord], list[int]],
+    load: Callable,
+    cfg: StudyConfig,
+    seed: int,
+) -> tuple[np.ndarray, list[dict]]:
+    """Full fine-tune with `accelerate` (devices, mixed precision); returns test
+    probabilities and per-epoch train/test curves."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    c = cfg.classifier
+    set_seed(seed)
+    accelerator = Accelerator(mixed_precision=c.mixed_precision)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(*train, load, backbone, flip=True),
+        batch_size=c.batch_size,
+        shuffle=True,
+        num_workers=c.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    test_loader = torch.utils.data.DataLoader(
+        ImageDataset(*test, load, backbone, flip=False),
+        batch_size=c.batch_size,
+        num_workers=c.num_workers,
+    )
+    optimizer = torch.optim.AdamW(
+        backbone.model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay
+    )
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=0, num_training_steps=c.epochs * len(loader)
+    )
+    model, optimizer, loader, test_loader, scheduler = accelerator.prepare(
+        backbone.model, optimizer, loader, test_loader, scheduler
+    )
+    history, probs = [], np.empty(0)
+    for epoch in range(1, c.epochs + 1):
+        model.train()
+        seen = correct = total_loss = 0.0
+        for pixels, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False):
+            logits = model(pixel_values=pixels).logits
+            loss = nn.functional.cross_entropy(logits, labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            seen += len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            total_loss += loss.item() * len(labels)
+        model.eval()
+        logits_all, labels_all = [], []
+        with torch.no_grad():
+            for pixels, labels in test_loader:
+                logits = model(pixel_values=pixels).logits.float()
+                logits_all.append(accelerator.gather_for_metrics(logits).cpu())
+                labels_all.append(accelerator.gather_for_metrics(labels).cpu())
+        test_logits, test_labels = torch.cat(logits_all), torch.cat(labels_all)
+        test_loss, test_acc = _epoch_stats(test_logits, test_labels)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total_loss / seen,
+                "train_accuracy": correct / seen,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+            }
+        )
+        probs = test_logits.softmax(1).numpy()
+    return probs, history
+
+
+def cells_dir(cfg: StudyConfig) -> Path:
+    return cfg.run_dir / "cells"
+
+
+def generated_dir(cfg: StudyConfig) -> Path:
+    return cfg.run_dir / "generated"
+
+
+class CellRunner:
+    """Runs cells of one study, sharing the loaded backbone and the feature cache."""
+
+    def __init__(self, cfg: StudyConfig) -> None:
+        self.cfg = cfg
+        self.manifest = prepare_data(cfg)
+        self.classes = self.manifest.classes
+        self._backbone: Backbone | None = None
+        self._generated: list[ImageRecord] | None = None
+        self.load = ImageLoader(cfg.dataset, generated_dir(cfg))
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = Backbone(self.cfg, self.classes)
+        return self._backbone
+
+    def generated(self) -> list[ImageRecord]:
+        if self._generated is None:
+            self._generated = read_generated_manifest(generated_dir(self.cfg) / "manifest.csv")
+        return self._generated
+
+    def cell_hash(self, cell: Cell) -> str:
+        inputs = [asdict(cell), sha256_file(manifest_path(self.cfg))]
+        if cell.n_generated:
+            self.generated()  # a clear error if the generate stage has not run
+            inputs.append(sha256_file(generated_dir(self.cfg) / "manifest.csv"))
+        return config_hash(self.cfg.classifier, *inputs)
+
+    def run(self, cell: Cell) -> dict:
+        """Train and test one cell, or return its saved metrics if they match its config."""
+        out = cells_dir(self.cfg) / cell.name / "metrics.json"
+        key = self.cell_hash(cell)
+        if out.exists():
+            saved = json.loads(out.read_text())
+            if saved.get("config_hash") == key:
+                log.info("%s: done already, skipped", cell.name)
+                return saved
+            log.warning("%s: settings changed since its metrics.json; running it again", cell.name)
+        start = time.perf_counter()
+        train = sample_balanced(
+            self.manifest.split("pool"), cell.n_real, self.classes, cell.seed, "real"
+        ) + (
+            sample_balanced(
+                self.generated(), cell.n_generated, self.classes, cell.seed, "generated"
+            )
+            if cell.n_generated
+            else []
+        )
+        test = self.manifest.split("test")
+        label = {name: i for i, name in enumerate(self.classes)}
+        train_y = [label[r.label] for r in train]
+        test_y = [label[r.label] for r in test]
+        timings: dict[str, float] = {}
+        if self.cfg.classifier.mode == "linear_probe":
+            cache = FeatureCache(
+                self.cfg.run_dir
+                / "features"
+                / f"{config_hash(self.cfg.classifier, 'features')}.safetensors"
+            )
+            timings["features_s"] = cache.ensure(
+                train + test, self.backbone, self.load, self.cfg.classifier.batch_size
+            )
+            fit_start = time.perf_counter()
+            head, history = train_linear_head(
+                cache.matrix(train),
+                torch.tensor(train_y),
+                cache.matrix(test),
+                torch.tensor(test_y),
+                len(self.classes),
+                self.cfg,
+                cell.seed,
+            )
+            with torch.no_grad():
+                probs = head(cache.matrix(test)).softmax(1).numpy()
+            timings["train_s"] = time.perf_counter() - fit_start
+        else:  # every cell fine-tunes a fresh copy of the pretrained weights
+            fit_start = time.perf_counter()
+            probs, history = fine_tune(
+                Backbone(self.cfg, self.classes),
+                (train, train_y),
+                (test, test_y),
+                self.load,
+                self.cfg,
+                cell.seed,
+            )
+            timings["train_s"] = time.perf_counter() - fit_start
+        timings["total_s"] = time.perf_counter() - start
+        metrics = {
+            "cell": {**asdict(cell), "name": cell.name, "kind": cell.kind},
+            "config_hash": key,
+            "classifier": self.cfg.classifier.model_dump(mode="json"),
+            "backbone": self.cfg.classifier.model,
+            "classes": self.classes,
+            **classification_report(probs, np.asarray(test_y), self.classes),
+            "history": history,
+            "train_images": [[r.split, r.ref, r.sha256] for r in train],
+            "test_images": [[r.split, r.ref, r.sha256] for r in test],
+            "timings": timings,
+        }
+        atomic_write_bytes(out, (json.dumps(metrics, indent=1) + "\n").encode())
+        return metrics
+
+
+def train_cell(cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int) -> dict:
+    """Notebook 03's one call: train and test the classifier on one mix."""
+    if n_real is None:
+        n_real = default_real_count(cfg.study, n_generated)
+    return CellRunner(cfg).run(Cell(n_generated, n_real, seed))

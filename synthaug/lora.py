@@ -1,0 +1,424 @@
+"""Stage 1: one LoRA on the FLUX transformer for all classes (the class name in each prompt).
+
+The loop, step by step:
+1. encode every LoRA-training image with the VAE and every prompt with CLIP + T5 once,
+   cache the tensors to disk, then free the VAE and the text encoders;
+2. add a `peft` LoRA to the frozen `FluxTransformer2DModel`;
+3. each epoch visits every image `repeats` times in a seeded shuffle; each step draws
+   noise and a flow-matching time, and regresses the velocity `noise - latents` on the
+   packed latents, as FLUX is trained (rectified flow);
+4. checkpoint every N steps (LoRA, optimizer, scheduler, step), atomically; a restarted
+   run resumes there and ends with the same LoRA as an uninterrupted one (the noise of
+   step k is drawn from a generator seeded by (seed, k), the order of epoch e by (seed, e));
+5. save `pytorch_lora_weights.safetensors` in the diffusers format, a per-epoch loss log
+   and a grid of samples per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
+
+from synthaug.config import TINY, StudyConfig, config_hash
+from synthaug.data import ImageLoader, prepare_data
+from synthaug.io import atomic_write_bytes, atomic_write_text, write_json
+from synthaug.models import load_flux_pipeline, tiny_flux_dir
+from synthaug.vocab import prompt_corpus
+
+log = logging.getLogger(__name__)
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def lora_dir(cfg: StudyConfig) -> Path:
+    return cfg.run_dir / "lora"
+
+
+def base_model_source(cfg: StudyConfig, classes: list[str]) -> str:
+    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally."""
+    if cfg.generator.base_model == TINY:
+        corpus = prompt_corpus(classes, cfg.generation.prompt_template)
+        return str(tiny_flux_dir(cfg.generator.tiny, corpus))
+    return cfg.generator.base_model
+
+
+def prompt_for(cfg: StudyConfig, label: str) -> str:
+    return cfg.generation.prompt_template.format(class_name=label)
+
+
+def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    image = image.resize((size, size), Image.Resampling.BICUBIC)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_training_set(
+    cfg: StudyConfig, pipe, labels: list[str], images: list[Image.Image]
+) -> dict[str, torch.Tensor]:
+    """VAE latents (scaled and shifted as FLUX expects) and text embeddings, once."""
+    vae = pipe.vae
+    latents = []
+    for start in range(0, len(images), 8):
+        batch = torch.stack(
+            [_to_tensor(im, cfg.generator.resolution) for im in images[start : start + 8]]
+        ).to(vae.dtype)
+        mean = vae.encode(batch).latent_dist.mode()
+        latents.append((mean - vae.config.shift_factor) * vae.config.scaling_factor)
+    prompts = sorted(set(labels))
+    embeds, pooled, _ = pipe.encode_prompt(
+        [prompt_for(cfg, label) for label in prompts],
+        prompt_2=None,
+        max_sequence_length=cfg.generator.max_sequence_length,
+    )
+    index = {label: i for i, label in enumerate(prompts)}
+    return {
+        "latents": torch.cat(latents).float(),
+        "prompt_index": torch.tensor([index[label] for label in labels]),
+        "prompt_embeds": embeds.float(),
+        "pooled_prompt_embeds": pooled.float(),
+    }
+
+
+def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Flow-matching times in (0, 1): logit-normal (SD3/FLUX trainers), uniform, or a
+    logit-normal shifted toward noise (shift 3, FLUX.1-dev's scheduler shift)."""
+    if kind == "uniform":
+        return torch.rand(batch, generator=generator)
+    sigmas = torch.sigmoid(torch.randn(batch, generator=generator))
+    if kind == "shifted_sigmoid":
+        shift = 3.0
+        sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return sigmas
+
+
+def flow_matching_loss(
+    transformer,
+    cache: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+    step_seed: int,
+    cfg: StudyConfig,
+) -> torch.Tensor:
+    """The rectified-flow loss on packed latents for one batch of cached images."""
+    from diffusers import FluxPipeline
+
+    generator = torch.Generator().manual_seed(step_seed)
+    x0 = cache["latents"][rows]
+    batch, channels, height, width = x0.shape
+    noise = torch.randn(x0.shape, generator=generator)
+    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator)
+    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
+    prompts = cache["prompt_index"][rows]
+    device, dtype = transformer.device, transformer.dtype
+    guidance = None
+    if transformer.config.guidance_embeds:
+        guidance = torch.full((batch,), cfg.generator.guidance_scale, device=device)
+    text = cache["prompt_embeds"][prompts]
+    prediction = transformer(
+        hidden_states=FluxPipeline._pack_latents(noisy, batch, channels, height, width).to(
+            device, dtype
+        ),
+        timestep=sigmas.to(device, dtype),
+        guidance=guidance,
+        pooled_projections=cache["pooled_prompt_embeds"][prompts].to(device, dtype),
+        encoder_hidden_states=text.to(device, dtype),
+        txt_ids=torch.zeros(text.shape[1], 3, device=device, dtype=dtype),
+        img_ids=FluxPipeline._prepare_latent_image_ids(
+            batch, height // 2, width // 2, device, dtype
+        ),
+        return_dict=False,
+    )[0]
+    target = FluxPipeline._pack_latents(noise - x0, batch, channels, height, width)
+    return torch.nn.functional.mse_loss(prediction.float(), target.to(device).float())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many steps: every image `repeats` times per epoch, in batches."""
+
+    n_images: int
+    repeats: int
+    batch_size: int
+    epochs: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n_images * self.repeats / self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def order(self, seed: int, epoch: int) -> list[torch.Tensor]:
+        """The batches of epoch `epoch`: each image `repeats` times, shuffled by (seed, epoch)."""
+        visits = torch.arange(self.n_images).repeat(self.repeats)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        return list(visits[torch.randperm(len(visits), generator=generator)].split(self.batch_size))
+
+
+def _save_lora(transformer, folder: Path) -> Path:
+    """The LoRA in the diffusers format (`FluxPipeline.load_lora_weights` reads it)."""
+    from diffusers import FluxPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
+    tmp = folder / ".weights-tmp"
+    FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=layers)
+    (tmp / WEIGHTS).replace(folder / WEIGHTS)
+    tmp.rmdir()
+    return folder / WEIGHTS
+
+
+def _checkpoint(path: Path, transformer, optimizer, scheduler, step: int, losses: list) -> None:
+    from peft.utils import get_peft_model_state_dict
+
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "lora": get_peft_model_state_dict(transformer),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "losses": losses,
+        },
+        buffer,
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _make_optimizer(cfg: StudyConfig, params: list[torch.nn.Parameter]):
+    g = cfg.generator
+    if g.optimizer == "prodigy":
+        from prodigyopt import Prodigy
+
+        return Prodigy(
+            params,
+            lr=g.learning_rate,
+            weight_decay=g.weight_decay,
+            safeguard_warmup=g.lr_warmup_steps > 0,
+            use_bias_correction=True,
+        )
+    return torch.optim.AdamW(params, lr=g.learning_rate, weight_decay=g.weight_decay)
+
+
+def sample_grid(pipe, cfg: StudyConfig, classes: list[str], seed: int = 0) -> Image.Image:
+    """One image per class (up to 8) with the current weights, side by side."""
+    shown = classes[:8]
+    size = cfg.generator.resolution
+    images = pipe(
+        [prompt_for(cfg, c) for c in shown],
+        height=size,
+        width=size,
+        num_inference_steps=cfg.generation.steps,
+        guidance_scale=cfg.generation.guidance_scale,
+        max_sequence_length=cfg.generator.max_sequence_length,
+        generator=[torch.Generator().manual_seed(seed + i) for i in range(len(shown))],
+    ).images
+    grid = Image.new("RGB", (size * len(images), size))
+    for i, image in enumerate(images):
+        grid.paste(image, (i * size, 0))
+    return grid
+
+
+def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
+    """Notebook 01's one call: cache encodings, train (or resume) the LoRA, save it.
+
+    `stop_after` ends the run after that many optimizer steps (as a kill would, after a
+    checkpoint), for resume tests and budgeted runs; rerunning continues from there.
+    """
+    from accelerate import Accelerator
+    from peft import LoraConfig
+
+    out = lora_dir(cfg)
+    g = cfg.generator
+    key = config_hash(g, cfg.generation.prompt_template, cfg.splits.model_dump(mode="json"))
+    summary_path = out / "summary.json"
+    if summary_path.exists() and json.loads(summary_path.read_text())["config_hash"] == key:
+        return json.loads(summary_path.read_text())
+    meta = out / "config.json"
+    if meta.exists() and json.loads(meta.read_text())["config_hash"] != key:
+        raise RuntimeError(
+            f"{out} holds a LoRA trained with other settings; give the study a "
+            "new `name` (or delete that folder) to train again"
+        )
+    write_json(meta, {"config_hash": key, "generator": g.model_dump(mode="json")})
+
+    manifest = prepare_data(cfg)
+    records = manifest.split("lora")
+    source = base_model_source(cfg, manifest.classes)
+    accelerator = Accelerator(mixed_precision=g.mixed_precision)
+    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        g.mixed_precision
+    ]
+
+    cache_path = out / "cache.safetensors"
+    bench: dict[str, float] = {}
+    if cache_path.exists():
+        cache = load_file(str(cache_path))
+    else:
+        start = time.perf_counter()
+        pipe = load_flux_pipeline(source, weight_dtype).to(accelerator.device)
+        loader = ImageLoader(cfg.dataset)
+        cache = encode_training_set(
+            cfg, pipe, [r.label for r in records], [loader(r) for r in records]
+        )
+        atomic_write_bytes(cache_path, save({k: v.contiguous() for k, v in cache.items()}))
+        del pipe  # the VAE and both text encoders leave memory before training
+        bench["cache_s"] = time.perf_counter() - start
+
+    from diffusers import FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(
+        source, subfolder="transformer", dtype=weight_dtype
+    )
+    transformer.requires_grad_(False)
+    torch.manual_seed(g.seed)  # the LoRA's initial A matrices
+    transformer.add_adapter(
+        LoraConfig(
+            r=g.lora.rank,
+            lora_alpha=g.lora.alpha,
+            lora_dropout=g.lora.dropout,
+            init_lora_weights="gaussian",
+            target_modules=g.lora.target_modules,
+        )
+    )
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    for param in params:
+        param.data = param.data.float()
+    if g.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    optimizer = _make_optimizer(cfg, params)
+    plan = Plan(len(records), g.repeats, g.batch_size, g.epochs)
+    from diffusers.optimization import get_scheduler
+
+    scheduler = get_scheduler(
+        g.lr_scheduler,
+        optimizer,
+        num_warmup_steps=g.lr_warmup_steps,
+        num_training_steps=plan.total_steps,
+    )
+    checkpoint_path = out / "checkpoint.pt"
+    step, losses = 0, []
+    if checkpoint_path.exists():
+        from peft.utils import set_peft_model_state_dict
+
+        state = torch.load(checkpoint_path, weights_only=False)
+        set_peft_model_state_dict(transformer, state["lora"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, losses = state["step"], state["losses"]
+        log.info("resuming LoRA training at step %d of %d", step, plan.total_steps)
+    transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
+    cache = {k: v.to(accelerator.device) for k, v in cache.items()}
+
+    train_start, first_step = time.perf_counter(), step
+    progress = tqdm(total=plan.total_steps, initial=step, desc="LoRA", unit="step")
+    epoch = step // plan.steps_per_epoch
+    while step < plan.total_steps:
+        batches = plan.order(g.seed, epoch)
+        for rows in batches[step - epoch * plan.steps_per_epoch :]:
+            torch.manual_seed(g.seed * 1_000_003 + step)  # LoRA dropout, if any
+            transformer.train()
+            loss = flow_matching_loss(transformer, cache, rows, g.seed * 1_000_003 + step, cfg)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append([epoch + 1, step + 1, loss.item(), len(rows)])
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            if step % g.checkpoint_every == 0 or step == plan.total_steps:
+                _checkpoint(
+                    checkpoint_path,
+                    accelerator.unwrap_model(transformer),
+                    optimizer,
+                    scheduler,
+                    step,
+                    losses,
+                )
+            if stop_after is not None and step - first_step >= stop_after:
+                _checkpoint(
+                    checkpoint_path,
+                    accelerator.unwrap_model(transformer),
+                    optimizer,
+                    scheduler,
+                    step,
+                    losses,
+                )
+                progress.close()
+                return {"stopped_at": step, "total_steps": plan.total_steps}
+        epoch += 1
+        _write_epoch_outputs(
+            cfg, out, source, accelerator.unwrap_model(transformer), losses, epoch, manifest.classes
+        )
+    progress.close()
+    train_s = time.perf_counter() - train_start
+    weights = _save_lora(accelerator.unwrap_model(transformer), out)
+    samples_seen = sum(row[3] for row in losses[first_step:])
+    bench.update({"train_s": train_s, "samples_per_s": samples_seen / max(train_s, 1e-9)})
+    summary = {
+        "config_hash": key,
+        "weights": str(weights),
+        "base_model": source,
+        "steps": plan.total_steps,
+        "n_images": len(records),
+        "epochs": g.epochs,
+        "repeats": g.repeats,
+        "bench": bench,
+        "epoch_loss": _epoch_means(losses),
+    }
+    write_json(out / "bench.json", bench)
+    write_json(summary_path, summary)
+    print(
+        f"LoRA: {plan.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
+        + (f", encoding cache built in {bench['cache_s']:.1f}s" if "cache_s" in bench else "")
+    )
+    return summary
+
+
+def _epoch_means(losses: list) -> list[dict]:
+    by_epoch: dict[int, list[float]] = {}
+    for epoch, _step, loss, _n in losses:
+        by_epoch.setdefault(epoch, []).append(loss)
+    return [
+        {"epoch": e, "loss": sum(v) / len(v), "steps": len(v)} for e, v in sorted(by_epoch.items())
+    ]
+
+
+def _write_epoch_outputs(
+    cfg: StudyConfig,
+    out: Path,
+    source: str,
+    transformer,
+    losses: list,
+    epoch: int,
+    classes: list[str],
+) -> None:
+    """The per-step loss log and this epoch's sample grid (users pick an epoch by eye)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", "step", "loss", "batch_size"])
+    writer.writerows(losses)
+    atomic_write_text(out / "loss.csv", buffer.getvalue())
+    pipe = load_flux_pipeline(source)
+    pipe.transformer = transformer
+    was_training = transformer.training
+    transformer.eval()
+    with torch.no_grad():
+        grid = sample_grid(pipe, cfg, classes)
+    transformer.train(was_training)
+    png = io.BytesIO()
+    grid.save(png, format="PNG")
+    atomic_write_bytes(out / "samples" / f"epoch_{epoch:03d}.png", png.getvalue())

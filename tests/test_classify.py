@@ -1,0 +1,122 @@
+import csv
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+from synthaug.classify import (
+    Cell,
+    CellRunner,
+    default_real_count,
+    generated_dir,
+    sample_balanced,
+    study_cells,
+    train_cell,
+)
+from synthaug.config import load_config
+from synthaug.data import DataError, prepare_data
+
+from .conftest import ROOT, smoke_config
+
+
+def test_study_cells_cover_mixes_baselines_and_seeds() -> None:
+    cfg = load_config(ROOT / "params" / "smoke.yaml")
+    cells = study_cells(cfg.study)
+    pairs = list(dict.fromkeys((c.n_generated, c.n_real) for c in cells))
+    assert pairs == [(5, 15), (0, 15), (10, 10), (0, 10), (15, 5), (0, 5), (0, 20), (20, 0)]
+    assert len(cells) == len(pairs) * len(cfg.study.seeds)
+    assert {c.kind for c in cells} == {"mix", "real_only", "generated_only"}
+    assert default_real_count(cfg.study, 5) == 15
+
+
+def test_sampling_is_balanced_seeded_and_never_touches_test(tmp_path, ucmerced) -> None:
+    manifest = prepare_data(smoke_config(tmp_path))
+    pool = manifest.split("pool")
+    a = sample_balanced(pool, 15, manifest.classes, seed=0, tag="real")
+    assert Counter(r.label for r in a) == dict.fromkeys(manifest.classes, 3)
+    assert a == sample_balanced(pool, 15, manifest.classes, seed=0, tag="real")
+    assert {r.ref for r in a} != {
+        r.ref for r in sample_balanced(pool, 15, manifest.classes, seed=1, tag="real")
+    }
+    test_refs = {r.ref for r in manifest.split("test")}
+    assert not {r.ref for r in a} & test_refs
+    with pytest.raises(DataError, match="has 8 images, the cell needs 9"):
+        sample_balanced(pool, 45, manifest.classes, seed=0, tag="real")
+
+
+def fake_generated_set(cfg) -> None:
+    """Stands in for 02_generate's output format (ImageFolder + manifest.csv) using real
+    pool images, so mixing can be tested on its own."""
+    manifest = prepare_data(cfg)
+    out = generated_dir(cfg)
+    with open(out.parent / "generated.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "sha256"])
+        for record in manifest.split("pool"):
+            (out / record.label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT.parent / "shared/data/ucmerced" / record.ref, out / record.ref)
+            writer.writerow([record.ref, record.label, record.sha256])
+    shutil.move(out.parent / "generated.csv", out / "manifest.csv")
+
+
+def test_mix_cell_trains_writes_metrics_and_skips_on_rerun(tmp_path, ucmerced) -> None:
+    cfg = smoke_config(tmp_path)
+    fake_generated_set(cfg)
+    metrics = train_cell(cfg, n_generated=10, n_real=None, seed=0)
+    assert metrics["cell"] == {
+        "n_generated": 10,
+        "n_real": 10,
+        "seed": 0,
+        "name": "gen10-real10-seed0",
+        "kind": "mix",
+    }
+    origins = Counter(split for split, _, _ in metrics["train_images"])
+    assert origins == {"pool": 10, "generated": 10}
+    assert len(metrics["test_images"]) == 20
+    assert len(metrics["history"]) == cfg.classifier.epochs
+    assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class_accuracy"]) == set(
+        metrics["classes"]
+    )
+    path = cfg.run_dir / "cells" / "gen10-real10-seed0" / "metrics.json"
+    stamp = path.stat().st_mtime_ns
+    assert train_cell(cfg, 10, None, 0)["accuracy"] == metrics["accuracy"]
+    assert path.stat().st_mtime_ns == stamp  # skipped: same config
+    changed = smoke_config(tmp_path, **{"classifier.epochs": 2})
+    assert len(train_cell(changed, 10, None, 0)["history"]) == 2  # re-run: config changed
+    assert json.loads(path.read_text())["config_hash"] != metrics["config_hash"]
+
+
+def test_real_only_baseline_uses_the_mix_real_images(tmp_path, ucmerced) -> None:
+    cfg = smoke_config(tmp_path)
+    fake_generated_set(cfg)
+    runner = CellRunner(cfg)
+    mix = runner.run(Cell(10, 10, 0))
+    real = runner.run(Cell(0, 10, 0))
+    assert {tuple(x) for x in real["train_images"]} == {
+        tuple(x) for x in mix["train_images"] if x[0] == "pool"
+    }
+
+
+def test_missing_generated_set_is_explained(tmp_path, ucmerced) -> None:
+    with pytest.raises(DataError, match="run the generate stage"):
+        train_cell(smoke_config(tmp_path), n_generated=5, n_real=None, seed=0)
+
+
+def test_full_fine_tune_mode(tmp_path, ucmerced) -> None:
+    cfg = smoke_config(
+        tmp_path,
+        **{"classifier.mode": "full", "classifier.epochs": 2, "classifier.learning_rate": 1e-3},
+    )
+    metrics = train_cell(cfg, n_generated=0, n_real=None, seed=0)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"] * 1.5
+    assert "features_s" not in metrics["timings"]
+
+
+def test_cpu_profile_real_only_is_far_above_chance(tmp_path, ucmerced) -> None:
+    """DINOv2-small linear probe on real UC Merced: 21 classes, chance is 0.048."""
+    cfg = load_config(ROOT / "params" / "ucmerced-cpu.yaml", {"output_dir": str(tmp_path)})
+    metrics = train_cell(cfg, n_generated=0, n_real=None, seed=0)
+    assert metrics["cell"]["n_real"] == 1050 and metrics["n_test"] == 420
+    assert metrics["accuracy"] > 0.75

@@ -1,0 +1,45 @@
+import math
+
+import numpy as np
+import pytest
+
+from synthaug.metrics import brier, classification_report, cross_entropy, mean_ci, paper_mse
+
+PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+TRUE = np.array([0, 1, 1, 2])  # predictions: 0, 2, 1, 2 -> one mistake (1 predicted as 2)
+
+
+def test_report_against_hand_computed_values() -> None:
+    report = classification_report(PROBS, TRUE, ["a", "b", "c"])
+    assert report["accuracy"] == 0.75
+    assert report["confusion"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    # F1: a = 1; b: precision 1, recall 0.5 -> 2/3; c: precision 0.5, recall 1 -> 2/3
+    assert report["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert report["per_class_accuracy"] == {"a": 1.0, "b": 0.5, "c": 1.0}
+    # mse of class indices: one error of size (2 - 1) -> 1 / 4
+    assert report["mse"] == 0.25
+    assert report["loss"] == pytest.approx(
+        -(np.log(0.7) + np.log(0.3) + np.log(0.5) + np.log(0.8)) / 4
+    )
+    # Brier, image 2: (0.1)^2 + (0.3-1)^2 + (0.6)^2 = 0.86
+    expected = ((0.09 + 0.04 + 0.01) + 0.86 + (0.04 + 0.25 + 0.09) + (0.01 + 0.01 + 0.04)) / 4
+    assert report["brier"] == pytest.approx(expected)
+
+
+def test_mse_grows_with_index_distance() -> None:
+    assert paper_mse(np.array([0, 0]), np.array([0, 0])) == 0
+    assert paper_mse(np.array([0]), np.array([3])) == 9
+
+
+def test_perfect_predictions() -> None:
+    probs = np.eye(3)
+    assert brier(probs, np.arange(3)) == 0
+    assert cross_entropy(probs, np.arange(3)) < 1e-9
+
+
+def test_mean_ci_is_a_t_interval() -> None:
+    interval = mean_ci([0.8, 0.9, 1.0])
+    # t(0.975, 2) = 4.3027, sd = 0.1, n = 3
+    assert interval.mean == pytest.approx(0.9)
+    assert interval.high - interval.mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(mean_ci([0.5]).low)

@@ -1,0 +1,71 @@
+"""The notebooks run under papermill with a profile, exactly as the README says."""
+
+import json
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean_with_a_parameters_cell(path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert any("parameters" in c.metadata.get("tags", []) for c in code)
+    assert all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_03_train_ratio_on_smoke_profile(tmp_path, ucmerced) -> None:
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(
+        ROOT / "notebooks" / "03_train_ratio.ipynb",
+        out,
+        cwd=ROOT,
+        parameters={
+            **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
+            "output_dir": str(tmp_path),
+            "n_generated": 0,
+            "seed": 1,
+        },
+        progress_bar=False,
+    )
+    metrics = json.loads((tmp_path / "smoke/cells/gen0-real20-seed1/metrics.json").read_text())
+    assert metrics["cell"]["n_real"] == 20
+    executed = nbformat.read(out, as_version=4)
+    images = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if any(key.startswith("image/") for key in o.get("data", {}))
+    ]
+    assert len(images) == 2  # per-epoch curves and the confusion matrix
+
+
+def test_01_lora_on_smoke_profile(tmp_path, ucmerced) -> None:
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(
+        ROOT / "notebooks" / "01_lora.ipynb",
+        out,
+        cwd=ROOT,
+        parameters={
+            **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
+            "output_dir": str(tmp_path),
+        },
+        progress_bar=False,
+    )
+    assert (tmp_path / "smoke/lora/pytorch_lora_weights.safetensors").is_file()
+    executed = nbformat.read(out, as_version=4)
+    images = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if any(key.startswith("image/") for key in o.get("data", {}))
+    ]
+    assert len(images) == 3  # the loss curve and one sample grid per epoch (2 epochs)
