@@ -339,7 +339,8 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.4f}")
-            if step % g.checkpoint_every == 0 or step == plan.total_steps:
+            stopping = stop_after is not None and step - first_step >= stop_after
+            if stopping or step % g.checkpoint_every == 0 or step == plan.total_steps:
                 _checkpoint(
                     checkpoint_path,
                     accelerator.unwrap_model(transformer),
@@ -348,15 +349,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
                     step,
                     losses,
                 )
-            if stop_after is not None and step - first_step >= stop_after:
-                _checkpoint(
-                    checkpoint_path,
-                    accelerator.unwrap_model(transformer),
-                    optimizer,
-                    scheduler,
-                    step,
-                    losses,
-                )
+            if stopping:
                 progress.close()
                 return {"stopped_at": step, "total_steps": plan.total_steps}
         epoch += 1
@@ -412,8 +405,8 @@ def _write_epoch_outputs(
     writer.writerow(["epoch", "step", "loss", "batch_size"])
     writer.writerows(losses)
     atomic_write_text(out / "loss.csv", buffer.getvalue())
-    pipe = load_flux_pipeline(source)
-    pipe.transformer = transformer
+    pipe = load_flux_pipeline(source, transformer.dtype, transformer=transformer)
+    pipe.to(transformer.device)
     was_training = transformer.training
     transformer.eval()
     with torch.no_grad():

@@ -155,9 +155,12 @@ def tiny_flux_dir(cfg: TinyFluxConfig, corpus: list[str]) -> Path:
     return build_once(target, lambda tmp: tiny_flux_pipeline(cfg, corpus).save_pretrained(tmp))
 
 
-def load_flux_pipeline(source: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipeline:
-    """FLUX.1-dev from the hub, or any saved FluxPipeline folder: the same call for both."""
-    return FluxPipeline.from_pretrained(str(source), dtype=dtype)
+def load_flux_pipeline(
+    source: str | Path, dtype: torch.dtype = torch.float32, **components: object
+) -> FluxPipeline:
+    """FLUX.1-dev from the hub, or any saved FluxPipeline folder: the same call for both.
+    `components` replace loaded parts (e.g. `transformer=` the one being trained)."""
+    return FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
 
 
 def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:

@@ -20,52 +20,39 @@ def test_committed_clean_with_a_parameters_cell(path) -> None:
     assert all(not c.outputs and c.execution_count is None for c in code)
 
 
-def test_03_train_ratio_on_smoke_profile(tmp_path, ucmerced) -> None:
+def run_notebook(name: str, tmp_path, **parameters) -> list[dict]:
+    """Execute a notebook on the smoke profile (as `papermill -f params/smoke.yaml` does),
+    writing under `tmp_path`; return its image outputs."""
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(
-        ROOT / "notebooks" / "03_train_ratio.ipynb",
+        ROOT / "notebooks" / f"{name}.ipynb",
         out,
         cwd=ROOT,
         parameters={
             **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
             "output_dir": str(tmp_path),
-            "n_generated": 0,
-            "seed": 1,
+            **parameters,
         },
         progress_bar=False,
     )
-    metrics = json.loads((tmp_path / "smoke/cells/gen0-real20-seed1/metrics.json").read_text())
-    assert metrics["cell"]["n_real"] == 20
     executed = nbformat.read(out, as_version=4)
-    images = [
+    return [
         o
         for c in executed.cells
         if c.cell_type == "code"
         for o in c.get("outputs", [])
         if any(key.startswith("image/") for key in o.get("data", {}))
     ]
+
+
+def test_03_train_ratio_on_smoke_profile(tmp_path, ucmerced) -> None:
+    images = run_notebook("03_train_ratio", tmp_path, n_generated=0, seed=1)
+    metrics = json.loads((tmp_path / "smoke/cells/gen0-real20-seed1/metrics.json").read_text())
+    assert metrics["cell"]["n_real"] == 20
     assert len(images) == 2  # per-epoch curves and the confusion matrix
 
 
 def test_01_lora_on_smoke_profile(tmp_path, ucmerced) -> None:
-    out = tmp_path / "out.ipynb"
-    papermill.execute_notebook(
-        ROOT / "notebooks" / "01_lora.ipynb",
-        out,
-        cwd=ROOT,
-        parameters={
-            **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
-            "output_dir": str(tmp_path),
-        },
-        progress_bar=False,
-    )
+    images = run_notebook("01_lora", tmp_path)
     assert (tmp_path / "smoke/lora/pytorch_lora_weights.safetensors").is_file()
-    executed = nbformat.read(out, as_version=4)
-    images = [
-        o
-        for c in executed.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if any(key.startswith("image/") for key in o.get("data", {}))
-    ]
     assert len(images) == 3  # the loss curve and one sample grid per epoch (2 epochs)
