@@ -12,6 +12,7 @@ from synthaug.classify import CellRunner, study_cells
 from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError, prepare_data
 from synthaug.dinov2 import MissingBackboneError
+from synthaug.report import aggregate
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -37,9 +38,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     # Until the LoRA and generate stages exist, the sweep runs the cells without generated images.
     cells = [c for c in study_cells(cfg.study) if c.n_generated == 0]
     runner = CellRunner(cfg)
+    results = []
     for index, cell in enumerate(cells, 1):
-        metrics = runner.run(cell)
-        print(f"[{index}/{len(cells)}] {cell.name}: accuracy {metrics['accuracy']:.3f}")
+        results.append(runner.run(cell))
+        print(f"[{index}/{len(cells)}] {cell.name}: accuracy {results[-1]['accuracy']:.3f}")
+    print(aggregate(results).to_string(index=False, float_format="%.3f"))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -89,3 +89,31 @@ def lora_sample_grids(lora_folder) -> list[tuple[str, object]]:
 
     paths = sorted(Path(lora_folder, "samples").glob("epoch_*.png"))
     return [(p.stem.replace("_", " "), Image.open(p)) for p in paths]
+
+
+def aggregate(cells: list[dict], metric: str = "accuracy") -> pd.DataFrame:
+    """Per (n_generated, n_real): mean of `metric` over seeds with a 95% Student-t CI."""
+    from synthaug.metrics import mean_ci
+
+    groups: dict[tuple[int, int], list[float]] = {}
+    kinds: dict[tuple[int, int], str] = {}
+    for metrics in cells:
+        cell = metrics["cell"]
+        key = (cell["n_generated"], cell["n_real"])
+        groups.setdefault(key, []).append(metrics[metric])
+        kinds[key] = cell["kind"]
+    rows = []
+    for (n_generated, n_real), values in sorted(groups.items()):
+        interval = mean_ci(values)
+        rows.append(
+            {
+                "n_generated": n_generated,
+                "n_real": n_real,
+                "kind": kinds[(n_generated, n_real)],
+                "seeds": interval.n,
+                metric: interval.mean,
+                f"{metric}_ci_low": interval.low,
+                f"{metric}_ci_high": interval.high,
+            }
+        )
+    return pd.DataFrame(rows)
