@@ -42,6 +42,7 @@ from synthaug.data import (
     read_generated_manifest,
     spread,
 )
+from synthaug.generate import generated_dir
 from synthaug.io import atomic_write_bytes, sha256_file
 from synthaug.metrics import classification_report
 from synthaug.models import classifier_source
@@ -338,10 +339,6 @@ def fine_tune(
 
 def cells_dir(cfg: StudyConfig) -> Path:
     return cfg.run_dir / "cells"
-
-
-def generated_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "generated"
 
 
 class CellRunner:

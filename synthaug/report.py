@@ -117,3 +117,37 @@ def aggregate(cells: list[dict], metric: str = "accuracy") -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def figure1(cfg, n_classes: int = 6, per_class: int = 2) -> Figure:
+    """The paper's Figure 1: generated and real images side by side, a class per row
+    (columns alternate generated, real). Saved as `generated/figure1.png`."""
+    from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
+    from synthaug.generate import generated_dir
+
+    manifest = prepare_data(cfg)
+    generated = read_generated_manifest(generated_dir(cfg) / "manifest.csv")
+    load = ImageLoader(cfg.dataset, generated_dir(cfg))
+    classes = manifest.classes[:n_classes]
+    fig, axes = plt.subplots(
+        len(classes),
+        2 * per_class,
+        figsize=(2.2 * 2 * per_class, 2.2 * len(classes)),
+        squeeze=False,
+    )
+    for row, label in enumerate(classes):
+        fakes = [r for r in generated if r.label == label][:per_class]
+        reals = [r for r in manifest.split("pool") if r.label == label][:per_class]
+        for pair, (fake, real) in enumerate(zip(fakes, reals, strict=False)):
+            for offset, (record, kind) in enumerate(((fake, "generated"), (real, "real"))):
+                ax = axes[row, 2 * pair + offset]
+                ax.imshow(load(record))
+                if row == 0:
+                    ax.set_title(kind)
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(generated_dir(cfg) / "figure1.png", dpi=100)
+    return fig

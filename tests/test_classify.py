@@ -9,13 +9,13 @@ from synthaug.classify import (
     Cell,
     CellRunner,
     default_real_count,
-    generated_dir,
     sample_balanced,
     study_cells,
     train_cell,
 )
 from synthaug.config import load_config
 from synthaug.data import DataError, prepare_data
+from synthaug.generate import generated_dir
 
 from .conftest import ROOT, smoke_config
 

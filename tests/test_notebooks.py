@@ -56,3 +56,14 @@ def test_01_lora_on_smoke_profile(tmp_path, ucmerced) -> None:
     images = run_notebook("01_lora", tmp_path)
     assert (tmp_path / "smoke/lora/pytorch_lora_weights.safetensors").is_file()
     assert len(images) == 3  # the loss curve and one sample grid per epoch (2 epochs)
+
+
+def test_02_generate_on_smoke_profile(tmp_path, ucmerced) -> None:
+    run_notebook("01_lora", tmp_path)
+    images = run_notebook("02_generate", tmp_path)
+    generated = tmp_path / "smoke" / "generated"
+    assert len(list(generated.glob("*/*.png"))) == 20
+    assert (generated / "manifest.csv").is_file() and (generated / "figure1.png").is_file()
+    assert len(images) == 1  # Figure 1
+    run_notebook("02_generate", tmp_path)  # a rerun generates nothing new
+    assert len(list(generated.glob("*/*.png"))) == 20

@@ -1,0 +1,248 @@
+"""Stage 2: the synthetic set: base pipeline + the study's LoRA, class-balanced and seeded.
+
+Every image has its own seed derived from (global seed, class, index), so any image can be
+regenerated alone. Jobs are cut into fixed batches of `generation.batch_size` in a fixed
+order; shard i of n takes batches i, i+n, ..., so n processes produce exactly the images
+of one run. The output is `generated/<class>/<index>.png` plus `generated/manifest.csv`.
+A rerun skips images whose file matches its manifest row (sha256); a missing, corrupt or
+truncated file is generated again; a set made with other settings is never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from synthaug.config import StudyConfig, config_hash
+from synthaug.data import DataError, prepare_data, spread
+from synthaug.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file, write_json
+from synthaug.lora import WEIGHTS, base_model_source, lora_dir, prompt_for
+from synthaug.models import load_flux_pipeline
+
+log = logging.getLogger(__name__)
+FIELDS = (
+    "file",
+    "label",
+    "prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "lora_sha256",
+    "base_model",
+    "sha256",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    label: str
+    index: int
+    seed: int
+    prompt: str
+
+    @property
+    def file(self) -> str:
+        return f"{self.label}/{self.index:05d}.png"
+
+
+def image_seed(global_seed: int, label: str, index: int) -> int:
+    """A 63-bit seed for one image, fixed by (global seed, class, index)."""
+    digest = hashlib.sha256(f"{global_seed}/{label}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def plan_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
+    """`generation.count` images spread evenly over classes (remainder alphabetical)."""
+    return [
+        Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
+        for label, count in spread(cfg.generation.count, classes).items()
+        for index in range(count)
+    ]
+
+
+def batches_of(jobs: list[Job], batch_size: int, shard: tuple[int, int]) -> list[list[Job]]:
+    """This shard's fixed batches: batch b belongs to shard b % n."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    return batches[index::count]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n); None -> the whole set."""
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: write it as i/n, e.g. 0/4") from None
+    batches_of([], 1, (index, count))
+    return index, count
+
+
+def generated_dir(cfg: StudyConfig) -> Path:
+    return cfg.run_dir / "generated"
+
+
+def _settings(cfg: StudyConfig, source: str, lora_sha: str) -> dict:
+    g = cfg.generation
+    return {
+        "base_model": source if cfg.generator.base_model != "tiny" else "tiny",
+        "base_config": config_hash(cfg.generator.tiny),
+        "lora_sha256": lora_sha,
+        "count": g.count,
+        "prompt_template": g.prompt_template,
+        "steps": g.steps,
+        "guidance_scale": g.guidance_scale,
+        "lora_scale": g.lora_scale,
+        "seed": g.seed,
+        "resolution": cfg.generator.resolution,
+        "max_sequence_length": cfg.generator.max_sequence_length,
+    }
+
+
+def _read_rows(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        return {row["file"]: row for row in csv.DictReader(handle)}
+
+
+def _write_rows(path: Path, rows: dict[str, dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows[key] for key in sorted(rows))
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _is_done(out: Path, row: dict | None) -> bool:
+    """The file exists and its bytes are the ones the manifest recorded."""
+    path = out / row["file"] if row else None
+    return bool(row) and path.is_file() and sha256_file(path) == row["sha256"]
+
+
+def load_generator(cfg: StudyConfig, classes: list[str]):
+    """The base pipeline with the study's LoRA loaded by the stock diffusers loader."""
+    source = base_model_source(cfg, classes)
+    weights = lora_dir(cfg) / WEIGHTS
+    if not weights.is_file():
+        raise DataError(
+            f"no LoRA at {weights}: run the LoRA stage "
+            "(notebooks/01_lora.ipynb or `synthaug run --stage lora`) first"
+        )
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    pipe = load_flux_pipeline(source, dtype)
+    pipe.load_lora_weights(str(weights), adapter_name="study")
+    pipe.set_adapters(["study"], adapter_weights=[cfg.generation.lora_scale])
+    if torch.cuda.is_available():
+        pipe.to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, source, sha256_file(weights)
+
+
+def render(pipe, cfg: StudyConfig, jobs: list[Job]) -> list[bytes]:
+    """PNG bytes of `jobs`, each from its own seeded generator."""
+    size = cfg.generator.resolution
+    images = pipe(
+        [job.prompt for job in jobs],
+        height=size,
+        width=size,
+        num_inference_steps=cfg.generation.steps,
+        guidance_scale=cfg.generation.guidance_scale,
+        max_sequence_length=cfg.generator.max_sequence_length,
+        generator=[torch.Generator().manual_seed(job.seed) for job in jobs],
+    ).images
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
+    """Notebook 02's one call: generate (or finish) this shard of the synthetic set."""
+    index, count = parse_shard(shard)
+    classes = prepare_data(cfg).classes
+    out = generated_dir(cfg)
+    pipe, source, lora_sha = load_generator(cfg, classes)
+    settings = _settings(cfg, source, lora_sha)
+    settings_path = out / "settings.json"
+    if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
+        raise DataError(
+            f"{out} holds images generated with other settings (see "
+            f"{settings_path}); give the study a new `name` or delete that folder"
+        )
+    write_json(settings_path, settings)
+
+    jobs = plan_jobs(cfg, classes)
+    shard_path = out / f"manifest.shard{index}of{count}.csv"
+    rows = _read_rows(shard_path) | {k: v for k, v in _read_rows(out / "manifest.csv").items()}
+    mine = batches_of(jobs, cfg.generation.batch_size, (index, count))
+    todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
+    done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}
+    start = time.perf_counter()
+    made = 0
+    progress = tqdm(total=sum(len(b) for b in todo), desc=f"generate {index}/{count}", unit="img")
+    for batch in todo:
+        for job, png in zip(batch, render(pipe, cfg, batch), strict=True):
+            atomic_write_bytes(out / job.file, png)
+            done_rows[job.file] = {
+                "file": job.file,
+                "label": job.label,
+                "prompt": job.prompt,
+                "seed": job.seed,
+                "steps": cfg.generation.steps,
+                "guidance": cfg.generation.guidance_scale,
+                "lora_sha256": lora_sha,
+                "base_model": settings["base_model"],
+                "sha256": sha256_bytes(png),
+            }
+        _write_rows(shard_path, done_rows)  # a kill loses at most the batch in flight
+        made += len(batch)
+        progress.update(len(batch))
+        progress.set_postfix(img_per_s=f"{made / (time.perf_counter() - start):.2f}")
+    progress.close()
+    elapsed = time.perf_counter() - start
+    _write_rows(shard_path, done_rows)
+    merged = merge_shards(out, jobs)
+    return {
+        "generated_now": made,
+        "shard": f"{index}/{count}",
+        "seconds": elapsed,
+        "images_per_s": made / elapsed if made else None,
+        "complete": merged is not None,
+        "dir": str(out),
+        "total": len(jobs),
+    }
+
+
+def merge_shards(out: Path, jobs: list[Job]) -> Path | None:
+    """Once every job has a verified row in some shard manifest, write `manifest.csv`."""
+    rows: dict[str, dict] = {}
+    for path in sorted(out.glob("manifest.shard*of*.csv")):
+        rows |= _read_rows(path)
+    rows |= _read_rows(out / "manifest.csv")
+    if not all(_is_done(out, rows.get(job.file)) for job in jobs):
+        return None
+    _write_rows(out / "manifest.csv", {job.file: rows[job.file] for job in jobs})
+    return out / "manifest.csv"
+
+
+def regenerate_one(cfg: StudyConfig, label: str, index: int) -> bytes:
+    """One image alone, from its own seed: equal to the one the batch run wrote."""
+    classes = prepare_data(cfg).classes
+    pipe, _, _ = load_generator(cfg, classes)
+    job = Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
+    return render(pipe, cfg, [job])[0]
