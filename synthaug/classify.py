@@ -37,12 +37,12 @@ from synthaug.data import (
     DataError,
     ImageLoader,
     ImageRecord,
+    generated_dir,
     manifest_path,
     prepare_data,
     read_generated_manifest,
     spread,
 )
-from synthaug.generate import generated_dir
 from synthaug.io import atomic_write_bytes, sha256_file
 from synthaug.metrics import classification_report
 from synthaug.models import classifier_source
@@ -337,6 +337,12 @@ def fine_tune(
     return probs, history
 
 
+def feature_cache_path(cfg: StudyConfig) -> Path:
+    """The linear probe's feature cache of this run and backbone."""
+    c = cfg.classifier
+    return cfg.run_dir / "features" / f"{config_hash(c.tiny, c.model, c.image_size)}.safetensors"
+
+
 def cells_dir(cfg: StudyConfig) -> Path:
     return cfg.run_dir / "cells"
 
@@ -370,15 +376,34 @@ class CellRunner:
             inputs.append(sha256_file(generated_dir(self.cfg) / "manifest.csv"))
         return config_hash(self.cfg.classifier, *inputs)
 
+    def warm_features(self, with_generated: bool) -> float:
+        """Cache the frozen-backbone features of every pool, test (and generated) image
+        once, so that cells run in parallel only read the cache."""
+        records = self.manifest.split("pool") + self.manifest.split("test")
+        if with_generated:
+            records += self.generated()
+        return FeatureCache(feature_cache_path(self.cfg)).ensure(
+            records, self.backbone, self.load, self.cfg.classifier.batch_size
+        )
+
+    def is_done(self, cell: Cell) -> bool:
+        """Its metrics.json exists and was made with the current settings and images."""
+        out = cells_dir(self.cfg) / cell.name / "metrics.json"
+        if not out.exists():
+            return False
+        try:
+            return json.loads(out.read_text()).get("config_hash") == self.cell_hash(cell)
+        except DataError:
+            return False
+
     def run(self, cell: Cell) -> dict:
         """Train and test one cell, or return its saved metrics if they match its config."""
         out = cells_dir(self.cfg) / cell.name / "metrics.json"
         key = self.cell_hash(cell)
+        if self.is_done(cell):
+            log.info("%s: done already, skipped", cell.name)
+            return json.loads(out.read_text())
         if out.exists():
-            saved = json.loads(out.read_text())
-            if saved.get("config_hash") == key:
-                log.info("%s: done already, skipped", cell.name)
-                return saved
             log.warning("%s: settings changed since its metrics.json; running it again", cell.name)
         start = time.perf_counter()
         train = sample_balanced(
@@ -396,11 +421,7 @@ class CellRunner:
         test_y = [label[r.label] for r in test]
         timings: dict[str, float] = {}
         if self.cfg.classifier.mode == "linear_probe":
-            cache = FeatureCache(
-                self.cfg.run_dir
-                / "features"
-                / f"{config_hash(self.cfg.classifier, 'features')}.safetensors"
-            )
+            cache = FeatureCache(feature_cache_path(self.cfg))
             timings["features_s"] = cache.ensure(
                 train + test, self.backbone, self.load, self.cfg.classifier.batch_size
             )

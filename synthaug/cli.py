@@ -8,11 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from synthaug.classify import CellRunner, study_cells
 from synthaug.config import ConfigError, StudyConfig, load_config
-from synthaug.data import DataError, prepare_data
+from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
-from synthaug.report import aggregate
+from synthaug.study import STAGES, StudyError, run_study
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -29,27 +28,14 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    cfg = _load(args)
-    manifest = prepare_data(cfg)
-    counts = {split: sum(c.values()) for split, c in manifest.counts().items()}
-    print(f"data: {len(manifest.classes)} classes, {counts} -> {cfg.run_dir / 'data'}")
-    if args.stage == "data":
-        return
-    # Until the LoRA and generate stages exist, the sweep runs the cells without generated images.
-    cells = [c for c in study_cells(cfg.study) if c.n_generated == 0]
-    runner = CellRunner(cfg)
-    results = []
-    for index, cell in enumerate(cells, 1):
-        results.append(runner.run(cell))
-        print(f"[{index}/{len(cells)}] {cell.name}: accuracy {results[-1]['accuracy']:.3f}")
-    print(aggregate(results).to_string(index=False, float_format="%.3f"))
+    run_study(args.file, _overrides(args.parameters), stage=args.stage, dry_run=args.dry_run)
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     for name, func, help_text in (
-        ("run", cmd_run, "run the study (stages so far: data, then the real-only cells)"),
+        ("run", cmd_run, "run the whole study through papermill, then build the book"),
         ("validate", cmd_validate, "check a profile and print the resolved config"),
     ):
         sub = commands.add_parser(name, help=help_text)
@@ -67,9 +53,12 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument(
                 "--stage",
-                choices=("data", "train"),
-                default="train",
-                help="run up to this stage (default: all that exist)",
+                choices=STAGES,
+                default=None,
+                help="run up to and including this stage (default: all)",
+            )
+            sub.add_argument(
+                "--dry-run", action="store_true", help="print the plan (done / to run) and stop"
             )
     return root
 
@@ -79,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, MissingBackboneError) as error:
+    except (ConfigError, DataError, MissingBackboneError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -108,6 +108,21 @@ class LoraConfig(_Section):
     )
 
 
+class PretrainConfig(_Section):
+    """Pretrain the tiny base on real aerial images (VAE, then transformer, full fine-tune),
+    so that its LoRA adapts a model that knows aerial scenes, as FLUX.1-dev does."""
+
+    path: str = Field(description="ImageFolder of real images, e.g. ../shared/data/aid")
+    max_per_class: int | None = Field(None, gt=0, description="cap images per class")
+    vae_steps: int = Field(200, gt=0)
+    vae_learning_rate: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+    transformer_steps: int = Field(600, gt=0)
+    transformer_learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+    seed: int = 0
+
+
 class GeneratorConfig(_Section):
     """The diffusion model and how its one LoRA is trained."""
 
@@ -115,6 +130,9 @@ class GeneratorConfig(_Section):
         description="hub id or local folder of a FluxPipeline; 'tiny' builds one from `tiny`"
     )
     tiny: TinyFluxConfig = TinyFluxConfig()
+    pretrain: PretrainConfig | None = Field(
+        None, description="with base_model 'tiny': pretrain it on real images first"
+    )
     lora: LoraConfig = LoraConfig()
     optimizer: Literal["prodigy", "adamw"] = "prodigy"
     learning_rate: float = Field(1.0, gt=0, description="Prodigy expects 1.0")
@@ -200,6 +218,7 @@ class StudySection(_Section):
     baseline_real_same_count: bool = True
     baseline_real_full: bool = True
     baseline_generated_only: bool = True
+    workers: int = Field(1, ge=1, description="classifier notebooks run at once (CPU profiles)")
 
     @model_validator(mode="after")
     def _one_form(self) -> StudySection:

@@ -274,6 +274,11 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest(classes=sorted({r.label for r in records}), records=records)
 
 
+def generated_dir(cfg: StudyConfig) -> Path:
+    """Where the generate stage writes the synthetic set."""
+    return cfg.run_dir / "generated"
+
+
 def manifest_path(cfg: StudyConfig) -> Path:
     return cfg.run_dir / "data" / "manifest.csv"
 

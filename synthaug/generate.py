@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthaug.config import StudyConfig, config_hash
-from synthaug.data import DataError, prepare_data, spread
+from synthaug.data import DataError, generated_dir, prepare_data, spread
 from synthaug.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file, write_json
 from synthaug.lora import WEIGHTS, base_model_source, lora_dir, prompt_for
 from synthaug.models import load_flux_pipeline
@@ -88,10 +88,6 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         raise ValueError(f"shard {text!r}: write it as i/n, e.g. 0/4") from None
     batches_of([], 1, (index, count))
     return index, count
-
-
-def generated_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "generated"
 
 
 def _settings(cfg: StudyConfig, source: str, lora_sha: str) -> dict:
@@ -246,3 +242,18 @@ def regenerate_one(cfg: StudyConfig, label: str, index: int) -> bytes:
     pipe, _, _ = load_generator(cfg, classes)
     job = Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
     return render(pipe, cfg, [job])[0]
+
+
+def is_complete(cfg: StudyConfig) -> bool:
+    """The whole set exists, made with the current LoRA (cheap check; no image hashing)."""
+    out = generated_dir(cfg)
+    settings_path = out / "settings.json"
+    weights = lora_dir(cfg) / WEIGHTS
+    if not ((out / "manifest.csv").exists() and settings_path.exists() and weights.exists()):
+        return False
+    settings = json.loads(settings_path.read_text())
+    return (
+        settings.get("lora_sha256") == sha256_file(weights)
+        and settings.get("count") == cfg.generation.count
+        and len(_read_rows(out / "manifest.csv")) == cfg.generation.count
+    )

@@ -47,6 +47,10 @@ def lora_dir(cfg: StudyConfig) -> Path:
 def base_model_source(cfg: StudyConfig, classes: list[str]) -> str:
     """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally."""
     if cfg.generator.base_model == TINY:
+        if cfg.generator.pretrain is not None:
+            from synthaug.pretrain import pretrained_base_dir
+
+            return pretrained_base_dir(cfg, classes)
         corpus = prompt_corpus(classes, cfg.generation.prompt_template)
         return str(tiny_flux_dir(cfg.generator.tiny, corpus))
     return cfg.generator.base_model
@@ -231,6 +235,23 @@ def sample_grid(pipe, cfg: StudyConfig, classes: list[str], seed: int = 0) -> Im
     return grid
 
 
+def lora_key(cfg: StudyConfig) -> str:
+    """Identifies the settings a LoRA was trained with."""
+    return config_hash(
+        cfg.generator, cfg.generation.prompt_template, cfg.splits.model_dump(mode="json")
+    )
+
+
+def is_trained(cfg: StudyConfig) -> bool:
+    """A finished LoRA with the current settings is on disk."""
+    summary = lora_dir(cfg) / "summary.json"
+    return (
+        summary.exists()
+        and (lora_dir(cfg) / WEIGHTS).exists()
+        and json.loads(summary.read_text())["config_hash"] == lora_key(cfg)
+    )
+
+
 def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     """Notebook 01's one call: cache encodings, train (or resume) the LoRA, save it.
 
@@ -242,9 +263,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
 
     out = lora_dir(cfg)
     g = cfg.generator
-    key = config_hash(g, cfg.generation.prompt_template, cfg.splits.model_dump(mode="json"))
+    key = lora_key(cfg)
     summary_path = out / "summary.json"
-    if summary_path.exists() and json.loads(summary_path.read_text())["config_hash"] == key:
+    if is_trained(cfg):
         return json.loads(summary_path.read_text())
     meta = out / "config.json"
     if meta.exists() and json.loads(meta.read_text())["config_hash"] != key:

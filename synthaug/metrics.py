@@ -83,3 +83,17 @@ def mean_ci(values: list[float], level: float = 0.95) -> Interval:
         return Interval(mean, math.nan, math.nan, len(data))
     half = stats.t.ppf((1 + level) / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
     return Interval(mean, mean - float(half), mean + float(half), len(data))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows = images):
+    |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). With fewer images than feature
+    dimensions the covariances are rank-deficient and the value is biased upward; compare
+    values computed on the same counts only."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    root = np.real(root)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))

@@ -12,14 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-)
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -33,6 +28,9 @@ from transformers import (
 from synthaug import dinov2
 from synthaug.config import TINY, ClassifierConfig, TinyFluxConfig, TinyVitConfig, config_hash
 from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
+
+if TYPE_CHECKING:
+    from diffusers import FluxPipeline
 
 DINOV2_OFFLINE = "dinov2-small-offline"
 
@@ -78,6 +76,13 @@ def _rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
     """A randomly initialised FLUX-architecture pipeline built from `cfg` (not saved)."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+
     torch.manual_seed(cfg.seed)
     clip_tokenizer = train_clip_tokenizer(corpus, cfg.vocab_size)
     t5_tokenizer = train_t5_tokenizer(corpus, cfg.vocab_size)
@@ -160,6 +165,8 @@ def load_flux_pipeline(
 ) -> FluxPipeline:
     """FLUX.1-dev from the hub, or any saved FluxPipeline folder: the same call for both.
     `components` replace loaded parts (e.g. `transformer=` the one being trained)."""
+    from diffusers import FluxPipeline
+
     return FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
 
 

@@ -122,8 +122,7 @@ def aggregate(cells: list[dict], metric: str = "accuracy") -> pd.DataFrame:
 def figure1(cfg, n_classes: int = 6, per_class: int = 2) -> Figure:
     """The paper's Figure 1: generated and real images side by side, a class per row
     (columns alternate generated, real). Saved as `generated/figure1.png`."""
-    from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
-    from synthaug.generate import generated_dir
+    from synthaug.data import ImageLoader, generated_dir, prepare_data, read_generated_manifest
 
     manifest = prepare_data(cfg)
     generated = read_generated_manifest(generated_dir(cfg) / "manifest.csv")
@@ -150,4 +149,109 @@ def figure1(cfg, n_classes: int = 6, per_class: int = 2) -> Figure:
         ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(generated_dir(cfg) / "figure1.png", dpi=100)
+    return fig
+
+
+def plot_curves(curves: pd.DataFrame) -> Figure:
+    """The paper's Figures 2-4: test accuracy and loss per epoch for every mix (mean over
+    seeds), with the train curves dashed."""
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
+    mixes = curves[curves["kind"] == "mix"]
+    means = mixes.groupby(["n_generated", "n_real", "epoch"]).mean(numeric_only=True)
+    palette = sns.color_palette("viridis", n_colors=means.index.droplevel(2).nunique())
+    for color, ((n_generated, n_real), frame) in zip(
+        palette, means.groupby(level=[0, 1]), strict=True
+    ):
+        epochs = frame.index.get_level_values("epoch")
+        label = f"{n_generated}:{n_real}"
+        acc_ax.plot(epochs, frame["test_accuracy"], color=color, label=label)
+        acc_ax.plot(epochs, frame["train_accuracy"], "--", color=color, alpha=0.5)
+        loss_ax.plot(epochs, frame["test_loss"], color=color, label=label)
+        loss_ax.plot(epochs, frame["train_loss"], "--", color=color, alpha=0.5)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (test solid, train dashed)")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss")
+    acc_ax.legend(title="generated:real", fontsize="small")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Figure:
+    """Accuracy against the generated share, with 95% CIs: each mix, the real-only model
+    with the same real images, the full-size real-only model and generated-only (CAS)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+
+    def with_ci(x, frame: pd.DataFrame, column: str, label: str, **style) -> None:
+        low = (frame[column] - frame[f"{column}_ci_low"]).fillna(0)
+        high = (frame[f"{column}_ci_high"] - frame[column]).fillna(0)
+        ax.errorbar(x, frame[column], yerr=[low, high], capsize=3, label=label, **style)
+
+    with_ci(table2["share"], table2, "accuracy", "mix (generated + real)", fmt="o-")
+    if "real_only_accuracy" in table2:
+        with_ci(
+            table2["share"], table2, "real_only_accuracy", "real only, same real images", fmt="s--"
+        )
+    for row, style in zip(baselines.itertuples(), ("k", "tab:red"), strict=False):
+        if row.n_real:
+            ax.axhline(row.accuracy, color=style, lw=1, label=f"{row.baseline}")
+            if not np.isnan(row.accuracy_ci_low):
+                ax.axhspan(row.accuracy_ci_low, row.accuracy_ci_high, color=style, alpha=0.08)
+        else:
+            with_ci(
+                [1.0],
+                baselines[baselines["n_real"] == 0],
+                "accuracy",
+                row.baseline,
+                fmt="D",
+                color=style,
+            )
+    if table2["paper_accuracy"].notna().any():
+        ax.plot(table2["share"], table2["paper_accuracy"], "x:", label="paper (Table 2)")
+    ax.set(
+        xlabel="share of generated images in the training set",
+        ylabel="test accuracy",
+        xlim=(-0.02, 1.05),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(per_class: pd.DataFrame) -> Figure:
+    """Per-class test accuracy (mean over seeds) for every training set."""
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.45 * per_class.shape[1] + 3), 0.4 * per_class.shape[0] + 2)
+    )
+    sns.heatmap(
+        per_class,
+        ax=ax,
+        cmap="magma",
+        vmin=0,
+        vmax=1,
+        annot=per_class.shape[1] <= 12,
+        fmt=".2f",
+        cbar_kws={"label": "test accuracy"},
+    )
+    ax.set(xlabel="class", ylabel="training set")
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality(quality: pd.DataFrame) -> Figure:
+    """Synthetic-set quality per class: CAS and the real-vs-generated Fréchet distance."""
+    columns = [c for c in ("cas", "frechet_distance") if c in quality]
+    fig, axes = plt.subplots(
+        1, max(1, len(columns)), figsize=(6 * max(1, len(columns)), 4.5), squeeze=False
+    )
+    titles = {
+        "cas": "Classification Accuracy Score (train on generated, test on real)",
+        "frechet_distance": "Fréchet distance, real vs generated features",
+    }
+    for ax, column in zip(axes[0], columns, strict=False):
+        quality[column].sort_values().plot.barh(ax=ax)
+        ax.set(title=titles[column], xlabel=column, ylabel="")
+        ax.title.set_fontsize("small")
+    fig.tight_layout()
     return fig

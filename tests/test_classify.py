@@ -14,8 +14,7 @@ from synthaug.classify import (
     train_cell,
 )
 from synthaug.config import load_config
-from synthaug.data import DataError, prepare_data
-from synthaug.generate import generated_dir
+from synthaug.data import DataError, generated_dir, prepare_data
 
 from .conftest import ROOT, smoke_config
 

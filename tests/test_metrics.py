@@ -63,3 +63,15 @@ def test_aggregate_groups_seeds_per_mix() -> None:
     assert mix["accuracy"] == pytest.approx(0.9)
     assert mix["accuracy_ci_high"] - 0.9 == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
     assert mix["kind"] == "mix" and math.isnan(table.iloc[0]["accuracy_ci_low"])
+
+
+def test_frechet_distance_of_known_gaussians() -> None:
+    from synthaug.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    # same covariance, mean shifted by (2, 0, 0): distance |shift|^2 = 4
+    assert frechet_distance(a, a + [2.0, 0, 0]) == pytest.approx(4.0, abs=1e-6)
+    # N(0, I) vs N(0, 4I) in 3-d: trace(I + 4I - 2*2I) = 3
+    assert frechet_distance(a, 2 * rng.normal(size=(4000, 3))) == pytest.approx(3.0, rel=0.1)

@@ -1,0 +1,192 @@
+"""The whole study: run the notebooks with papermill in order, resumably, then build the book.
+
+01_lora, 02_generate, then 03_train_ratio once per (mix, seed) and per baseline, then
+04_analysis, then the Jupyter Book. Each executed notebook is saved under
+`runs/<name>/notebooks/` with its parameters. A task whose executed notebook exists and
+whose stage output is complete and current is skipped, so a rerun after a kill does only
+what is missing and a finished study reruns in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthaug.config import StudyConfig, apply_overrides, build_config, project_root, read_yaml
+
+STAGES = ("lora", "generate", "train", "analysis", "book")
+
+
+class StudyError(RuntimeError):
+    """A notebook of the study failed; the message names the notebook and the cell."""
+
+
+@dataclass
+class Task:
+    stage: str
+    name: str
+    notebook: str | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    is_done: Callable[[], bool] = lambda: False
+
+
+def notebooks_dir(cfg: StudyConfig) -> Path:
+    return cfg.run_dir / "notebooks"
+
+
+def _executed(cfg: StudyConfig, name: str) -> Path:
+    return notebooks_dir(cfg) / f"{name}.ipynb"
+
+
+def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
+    """Every task of the study, up to and including stage `until`."""
+    from synthaug.book import book_is_current
+    from synthaug.classify import CellRunner, study_cells
+    from synthaug.generate import is_complete
+    from synthaug.lora import is_trained
+
+    stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
+    tasks: list[Task] = []
+
+    def done(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
+        return lambda: _executed(cfg, name).exists() and check()
+
+    if "lora" in stages:
+        tasks.append(
+            Task("lora", "01_lora", "01_lora", {}, done("01_lora", lambda: is_trained(cfg)))
+        )
+    if "generate" in stages:
+        tasks.append(
+            Task(
+                "generate",
+                "02_generate",
+                "02_generate",
+                {},
+                done("02_generate", lambda: is_complete(cfg)),
+            )
+        )
+    if "train" in stages:
+        runner: list[CellRunner] = []
+
+        def cell_done(cell) -> bool:
+            if not runner:
+                runner.append(CellRunner(cfg))
+            return runner[0].is_done(cell)
+
+        for cell in study_cells(cfg.study):
+            name = f"03_train_ratio-{cell.name}"
+            params = {"n_generated": cell.n_generated, "n_real": cell.n_real, "seed": cell.seed}
+            tasks.append(
+                Task(
+                    "train", name, "03_train_ratio", params, done(name, lambda c=cell: cell_done(c))
+                )
+            )
+    if "analysis" in stages:
+
+        def analysis_current() -> bool:
+            mine = _executed(cfg, "04_analysis")
+            others = [p for p in notebooks_dir(cfg).glob("0[123]_*.ipynb")]
+            return mine.exists() and all(p.stat().st_mtime <= mine.stat().st_mtime for p in others)
+
+        tasks.append(Task("analysis", "04_analysis", "04_analysis", {}, analysis_current))
+    if "book" in stages:
+        tasks.append(Task("book", "book", None, {}, lambda: book_is_current(cfg)))
+    return tasks
+
+
+def execute(task: Task, cfg: StudyConfig, sections: Mapping[str, Any]) -> None:
+    """Run one notebook with papermill (the profile's sections + the task's parameters)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output = _executed(cfg, task.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_suffix(".running.ipynb")
+    root = project_root()
+    try:
+        papermill.execute_notebook(
+            root / "notebooks" / f"{task.notebook}.ipynb",
+            partial,
+            parameters={**sections, **task.parameters},
+            cwd=str(root),
+            progress_bar=False,
+        )
+    except PapermillExecutionError as error:
+        raise StudyError(
+            f"{task.notebook}.ipynb ({task.name}) failed in cell {error.exec_count}: "
+            f"{error.ename}: {error.evalue}\nthe executed notebook is at {partial}; finished "
+            "tasks are kept, rerun to continue"
+        ) from None
+    partial.replace(output)
+
+
+def run_study(
+    profile: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    stage: str | None = None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[Task]:
+    """`synthaug run`: every task up to `stage` that is not done yet, in order."""
+    sections = apply_overrides(read_yaml(profile), overrides or {})
+    cfg = build_config(sections)
+    tasks = plan(cfg, stage)
+    todo = [task for task in tasks if not task.is_done()]
+    echo(
+        f"study {cfg.name}: {len(tasks)} tasks, {len(tasks) - len(todo)} done, "
+        f"{len(todo)} to run -> {cfg.run_dir}"
+    )
+    if dry_run:
+        for task in tasks:
+            status = "todo" if task in todo else "done"
+            echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
+        return todo
+    start = time.perf_counter()
+    finished = [0]
+
+    def run_one(task: Task) -> None:
+        task_start = time.perf_counter()
+        if task.notebook is None:
+            from synthaug.book import build_book
+
+            build_book(cfg)
+        else:
+            execute(task, cfg, sections)
+        finished[0] += 1
+        elapsed = time.perf_counter() - start
+        eta = elapsed / finished[0] * (len(todo) - finished[0])
+        echo(
+            f"[{finished[0]}/{len(todo)}] {task.stage} {task.name}: "
+            f"{time.perf_counter() - task_start:.1f}s (elapsed {elapsed:.0f}s, "
+            f"about {eta:.0f}s left)"
+        )
+
+    for stage in STAGES:
+        batch = [task for task in todo if task.stage == stage]
+        if stage == "train" and batch and cfg.study.workers > 1:
+            _prepare_parallel_cells(cfg, batch, echo)
+            with ThreadPoolExecutor(cfg.study.workers) as pool:
+                for future in [pool.submit(run_one, task) for task in batch]:
+                    future.result()
+        else:
+            for task in batch:
+                run_one(task)
+    return todo
+
+
+def _prepare_parallel_cells(
+    cfg: StudyConfig, tasks: list[Task], echo: Callable[[str], None]
+) -> None:
+    """Before cells run side by side, fill the shared feature cache once (linear probe)."""
+    if cfg.classifier.mode != "linear_probe":
+        return
+    from synthaug.classify import CellRunner
+
+    seconds = CellRunner(cfg).warm_features(
+        with_generated=any(t.parameters["n_generated"] for t in tasks)
+    )
+    echo(f"features of every image cached in {seconds:.1f}s")

@@ -1,0 +1,112 @@
+"""The whole smoke study through papermill, its resume, its failures, and the book."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from synthaug.analysis import conclusion
+from synthaug.book import html_index, table_of_contents
+from synthaug.study import StudyError, Task, execute, plan, run_study
+
+from .conftest import ROOT, smoke_config
+
+
+def test_smoke_study_end_to_end_then_rerun_does_nothing(tmp_path, ucmerced) -> None:
+    lines: list[str] = []
+    overrides = {"output_dir": str(tmp_path)}
+    todo = run_study(ROOT / "params/smoke.yaml", overrides, echo=lines.append)
+    cfg = smoke_config(tmp_path)
+    assert len(todo) == len(plan(cfg)) == 2 + 16 + 2
+    executed = sorted(p.stem for p in (cfg.run_dir / "notebooks").glob("*.ipynb"))
+    assert executed[:2] == ["01_lora", "02_generate"] and "04_analysis" in executed
+    assert "03_train_ratio-gen5-real15-seed1" in executed
+    assert any(line.startswith("[20/20] book") for line in lines)
+
+    html = (html_index(cfg).parent / "04_analysis.html").read_text()
+    assert "Table 2" in html and "Table 1" in html
+    assert len(re.findall(r"<img ", html)) >= 5  # Figure 1, 2-4, share, per class, quality
+    table2 = html[html.index("accuracy_ci_low"):]
+    table2 = table2[: table2.index("</table>")]
+    assert len(re.findall(r"<tr>\s*<th>\d+</th>", table2)) == 3  # the smoke profile's 3 mixes
+
+    again: list[str] = []
+    assert run_study(ROOT / "params/smoke.yaml", overrides, echo=again.append) == []
+    assert again[0].endswith(f"20 tasks, 20 done, 0 to run -> {cfg.run_dir}")
+
+
+def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
+    lines: list[str] = []
+    run_study(
+        ROOT / "params/smoke.yaml",
+        {"output_dir": str(tmp_path)},
+        stage="train",
+        dry_run=True,
+        echo=lines.append,
+    )
+    assert lines[0].endswith("18 tasks, 0 done, 18 to run -> " + str(tmp_path / "smoke"))
+    assert "[todo] lora" in lines[1] and not (tmp_path / "smoke").exists()
+
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path, ucmerced) -> None:
+    import yaml
+
+    cfg = smoke_config(tmp_path)
+    sections = {
+        **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
+        "output_dir": str(tmp_path),
+    }
+    task = Task(
+        "train",
+        "03_train_ratio-bad",
+        "03_train_ratio",
+        {"n_generated": 999, "n_real": None, "seed": 0},
+    )
+    with pytest.raises(
+        StudyError,
+        match=r"03_train_ratio.ipynb \(03_train_ratio-bad\) failed "
+        r"in cell \d+: DataError: n_generated=999",
+    ):
+        execute(task, cfg, sections)
+    assert not (cfg.run_dir / "notebooks" / "03_train_ratio-bad.ipynb").exists()
+
+
+def test_book_toc_puts_the_analysis_first() -> None:
+    toc = table_of_contents(
+        ["01_lora", "02_generate", "03_train_ratio-gen0-real5-seed0", "04_analysis"]
+    )
+    assert toc["root"] == "04_analysis"
+    assert [c["file"] for c in toc["parts"][0]["chapters"]] == ["01_lora", "02_generate"]
+    assert toc["parts"][1]["chapters"] == [{"file": "03_train_ratio-gen0-real5-seed0"}]
+
+
+def test_conclusion_is_computed_from_the_table() -> None:
+    table = pd.DataFrame(
+        [
+            {
+                "n_generated": 2,
+                "n_real": 8,
+                "accuracy": 0.9,
+                "accuracy_ci_low": 0.88,
+                "accuracy_ci_high": 0.92,
+                "real_only_accuracy": 0.8,
+                "real_only_accuracy_ci_low": 0.78,
+                "real_only_accuracy_ci_high": 0.82,
+            },
+            {
+                "n_generated": 8,
+                "n_real": 2,
+                "accuracy": 0.5,
+                "accuracy_ci_low": 0.4,
+                "accuracy_ci_high": 0.6,
+                "real_only_accuracy": 0.55,
+                "real_only_accuracy_ci_low": 0.5,
+                "real_only_accuracy_ci_high": 0.6,
+            },
+        ]
+    )
+    base = pd.DataFrame([{"baseline": "real only, full size", "accuracy": 0.91}])
+    text = conclusion(table, base)
+    assert "ranges from 0.500 to 0.900 (best: 2 generated + 8 real)" in text
+    assert "is better than it in 1 of 2 mixes; is within the 95% CI of it in 1 of 2" in text
+    assert "Real only, full size: 0.910." in text
