@@ -239,7 +239,7 @@ def conclusion(t2: pd.DataFrame, base: pd.DataFrame) -> str:
             + "."
         )
     for row in base.itertuples():
-        head += f" {row.baseline.capitalize()}: {row.accuracy:.3f}."
+        head += f" {row.baseline[0].upper()}{row.baseline[1:]}: {row.accuracy:.3f}."
     return head + "\n\n" + "\n".join(lines)
 
 

@@ -45,6 +45,20 @@ def table_of_contents(names: list[str]) -> dict:
     return {"format": "jb-book", "root": "04_analysis", "parts": parts}
 
 
+def _retitle(path: Path, cell: str) -> None:
+    """Give each classifier cell's page its own title (gen210-real840-seed0 -> ...)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    first = notebook.cells[0]
+    body = first.source.split("\n", 1)[1] if "\n" in first.source else ""
+    title = (
+        cell.replace("gen", "generated ").replace("-real", " : real ").replace("-seed", ", seed ")
+    )
+    first.source = f"# 03 · {title}\n{body}"
+    nbformat.write(notebook, path)
+
+
 def build_book(cfg: StudyConfig) -> Path:
     """Copy the executed notebooks beside the book config and run `jupyter-book build`."""
     notebooks = _executed(cfg)
@@ -60,6 +74,8 @@ def build_book(cfg: StudyConfig) -> Path:
     shutil.copy(project_root() / "book" / "_config.yml", folder / "_config.yml")
     for path in notebooks:
         shutil.copy(path, folder / path.name)
+        if path.stem.startswith("03_train_ratio-"):
+            _retitle(folder / path.name, path.stem.removeprefix("03_train_ratio-"))
     (folder / "_toc.yml").write_text(yaml.safe_dump(table_of_contents(names), sort_keys=False))
     result = subprocess.run(
         [

@@ -26,7 +26,7 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(tmp_path, ucmerced) -> N
     html = (html_index(cfg).parent / "04_analysis.html").read_text()
     assert "Table 2" in html and "Table 1" in html
     assert len(re.findall(r"<img ", html)) >= 5  # Figure 1, 2-4, share, per class, quality
-    table2 = html[html.index("accuracy_ci_low"):]
+    table2 = html[html.index("accuracy_ci_low") :]
     table2 = table2[: table2.index("</table>")]
     assert len(re.findall(r"<tr>\s*<th>\d+</th>", table2)) == 3  # the smoke profile's 3 mixes
 
