@@ -30,6 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
+from synthaug.config import LoraConfig as LoraSettings  # noqa: E402
+
 # black-forest-labs/FLUX.1-dev, transformer/config.json (public).
 FLUX_DEV = {
     "patch_size": 1,
@@ -54,22 +56,6 @@ TINY = {
     "axes_dims_rope": (4, 6, 6),
 }
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
-TARGETS = [
-    "attn.to_q",
-    "attn.to_k",
-    "attn.to_v",
-    "attn.to_out.0",
-    "attn.add_q_proj",
-    "attn.add_k_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "ff_context.net.0.proj",
-    "ff_context.net.2",
-    "proj_mlp",
-    "proj_out",
-]
 # The paper's study (params/paper.yaml).
 PAPER = {
     "lora_images": 780,
@@ -119,7 +105,9 @@ def bench_lora(config, batches, tokens, rank, device, dtype, steps, checkpointin
     model = FluxTransformer2DModel(**config).to(device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS))
+    model.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=LoraSettings().target_modules)
+    )
     if checkpointing:
         model.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
