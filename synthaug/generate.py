@@ -184,7 +184,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
 
     jobs = plan_jobs(cfg, classes)
     shard_path = out / f"manifest.shard{index}of{count}.csv"
-    rows = _read_rows(shard_path) | {k: v for k, v in _read_rows(out / "manifest.csv").items()}
+    rows = _read_rows(shard_path) | _read_rows(out / "manifest.csv")
     mine = batches_of(jobs, cfg.generation.batch_size, (index, count))
     todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
     done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}

@@ -163,11 +163,3 @@ def pretrained_base_dir(cfg: StudyConfig, study_classes: list[str]) -> str:
         )
 
     return str(build_once(cache_root() / f"tiny-flux-pretrained-{key}", build))
-
-
-def pretraining_report(folder: str) -> dict:
-    """What the pretraining of a cached base measured (for the notebook)."""
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(folder) / "pretraining.json").read_text())
