@@ -171,12 +171,13 @@ class Plan:
 
 
 def _save_lora(transformer, folder: Path) -> Path:
-    """The LoRA in the diffusers format (`FluxPipeline.load_lora_weights` reads it)."""
+    """The LoRA as `FluxPipeline.load_lora_weights` reads it: peft's state dict under the
+    `transformer.` prefix. (Converting it to the older diffusers `lora.down/up` naming
+    would make the loader drop every attention projection: tested.)"""
     from diffusers import FluxPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
+    layers = get_peft_model_state_dict(transformer)
     tmp = folder / ".weights-tmp"
     FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=layers)
     (tmp / WEIGHTS).replace(folder / WEIGHTS)
@@ -216,18 +217,23 @@ def _make_optimizer(cfg: StudyConfig, params: list[torch.nn.Parameter]):
     return torch.optim.AdamW(params, lr=g.learning_rate, weight_decay=g.weight_decay)
 
 
-def sample_grid(pipe, cfg: StudyConfig, classes: list[str], seed: int = 0) -> Image.Image:
-    """One image per class (up to 8) with the current weights, side by side."""
-    shown = classes[:8]
+def sample_grid(
+    pipe, cfg: StudyConfig, cache: dict[str, torch.Tensor], seed: int = 0
+) -> Image.Image:
+    """One image per class (the first 8) with the current weights, side by side, from the
+    cached prompt embeddings (the text encoders are not loaded again)."""
+    shown = min(8, len(cache["prompt_embeds"]))
     size = cfg.generator.resolution
+    dtype = pipe.transformer.dtype
     images = pipe(
-        [prompt_for(cfg, c) for c in shown],
+        prompt_embeds=cache["prompt_embeds"][:shown].to(dtype),
+        pooled_prompt_embeds=cache["pooled_prompt_embeds"][:shown].to(dtype),
         height=size,
         width=size,
         num_inference_steps=cfg.generation.steps,
         guidance_scale=cfg.generation.guidance_scale,
         max_sequence_length=cfg.generator.max_sequence_length,
-        generator=[torch.Generator().manual_seed(seed + i) for i in range(len(shown))],
+        generator=[torch.Generator().manual_seed(seed + i) for i in range(shown)],
     ).images
     grid = Image.new("RGB", (size * len(images), size))
     for i, image in enumerate(images):
@@ -343,14 +349,15 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
     cache = {k: v.to(accelerator.device) for k, v in cache.items()}
 
+    sampler = None  # the pipeline of the sample grids, without text encoders; built once
     train_start, first_step = time.perf_counter(), step
+    transformer.train()
     progress = tqdm(total=plan.total_steps, initial=step, desc="LoRA", unit="step")
     epoch = step // plan.steps_per_epoch
     while step < plan.total_steps:
         batches = plan.order(g.seed, epoch)
         for rows in batches[step - epoch * plan.steps_per_epoch :]:
             torch.manual_seed(g.seed * 1_000_003 + step)  # LoRA dropout, if any
-            transformer.train()
             loss = flow_matching_loss(transformer, cache, rows, g.seed * 1_000_003 + step, cfg)
             accelerator.backward(loss)
             optimizer.step()
@@ -374,9 +381,17 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
                 progress.close()
                 return {"stopped_at": step, "total_steps": plan.total_steps}
         epoch += 1
-        _write_epoch_outputs(
-            cfg, out, source, accelerator.unwrap_model(transformer), losses, epoch, manifest.classes
-        )
+        if sampler is None:
+            sampler = load_flux_pipeline(
+                source,
+                weight_dtype,
+                transformer=accelerator.unwrap_model(transformer),
+                text_encoder=None,
+                text_encoder_2=None,
+                tokenizer=None,
+                tokenizer_2=None,
+            ).to(accelerator.device)
+        _write_epoch_outputs(cfg, out, sampler, cache, losses, epoch)
     progress.close()
     train_s = time.perf_counter() - train_start
     weights = _save_lora(accelerator.unwrap_model(transformer), out)
@@ -414,11 +429,10 @@ def _epoch_means(losses: list) -> list[dict]:
 def _write_epoch_outputs(
     cfg: StudyConfig,
     out: Path,
-    source: str,
-    transformer,
+    sampler,
+    cache: dict[str, torch.Tensor],
     losses: list,
     epoch: int,
-    classes: list[str],
 ) -> None:
     """The per-step loss log and this epoch's sample grid (users pick an epoch by eye)."""
     buffer = io.StringIO()
@@ -426,13 +440,11 @@ def _write_epoch_outputs(
     writer.writerow(["epoch", "step", "loss", "batch_size"])
     writer.writerows(losses)
     atomic_write_text(out / "loss.csv", buffer.getvalue())
-    pipe = load_flux_pipeline(source, transformer.dtype, transformer=transformer)
-    pipe.to(transformer.device)
-    was_training = transformer.training
+    transformer = sampler.transformer
     transformer.eval()
     with torch.no_grad():
-        grid = sample_grid(pipe, cfg, classes)
-    transformer.train(was_training)
+        grid = sample_grid(sampler, cfg, cache)
+    transformer.train()
     png = io.BytesIO()
     grid.save(png, format="PNG")
     atomic_write_bytes(out / "samples" / f"epoch_{epoch:03d}.png", png.getvalue())

@@ -144,3 +144,31 @@ def test_other_settings_never_overwrite_a_set(trained, tmp_path) -> None:
 def test_missing_lora_is_explained(tmp_path, ucmerced) -> None:
     with pytest.raises(DataError, match="run the LoRA stage"):
         generate_images(smoke_config(tmp_path))
+
+
+def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from synthaug.data import prepare_data
+    from synthaug.lora import WEIGHTS, base_model_source, lora_dir
+    from synthaug.models import load_flux_pipeline
+
+    cfg = fresh(trained, tmp_path, **{"generation.lora_scale": 0.5})
+    classes = prepare_data(cfg).classes
+    pipe, _, _ = generate.load_generator(cfg, classes)
+    base = load_flux_pipeline(base_model_source(cfg, classes)).transformer.state_dict()
+    lora = load_file(str(lora_dir(cfg) / WEIGHTS))
+    scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
+    fused = pipe.transformer.state_dict()
+    modules = [key[len("transformer.") : -len(".lora_A.weight")] for key in lora if "lora_A" in key]
+    assert "transformer_blocks.0.attn.to_q" in modules  # attention too, not only the MLPs
+    assert len(modules) == len(lora) // 2
+    for name in modules:
+        prefix = f"transformer.{name}"
+        delta = lora[f"{prefix}.lora_B.weight"] @ lora[f"{prefix}.lora_A.weight"]
+        assert delta.abs().max() > 0  # trained
+        torch.testing.assert_close(
+            fused[f"{name}.weight"], base[f"{name}.weight"] + 0.5 * scaling * delta
+        )
+    assert not any("lora" in key for key in fused)
