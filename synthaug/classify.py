@@ -30,7 +30,6 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from synthaug.config import StudyConfig, StudySection, config_hash
 from synthaug.data import (
@@ -130,6 +129,8 @@ class Backbone:
     """The classifier model and its normalisation, loaded the way hub checkpoints are."""
 
     def __init__(self, cfg: StudyConfig, classes: list[str]) -> None:
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
         source = classifier_source(cfg.classifier)
         processor = AutoImageProcessor.from_pretrained(source)
         self.mean, self.std = list(processor.image_mean), list(processor.image_std)
@@ -173,16 +174,17 @@ class FeatureCache:
                 self.rows = dict(zip(keys, handle.get_tensor("features"), strict=True))
 
     def ensure(
-        self, records: list[ImageRecord], backbone: Backbone, load: Callable, batch_size: int
+        self, records: list[ImageRecord], compute: Callable[[list[ImageRecord]], torch.Tensor]
     ) -> float:
-        """Compute features of the records not cached yet; return the seconds it took."""
+        """Compute (with `compute`) the features of the records not cached yet; return the
+        seconds it took. Nothing is computed, or loaded, when every record is cached."""
         todo = list({r.sha256: r for r in records if r.sha256 not in self.rows}.values())
         if not todo:
             return 0.0
         start = time.perf_counter()
         for chunk in tqdm(range(0, len(todo), 256), desc="features", unit="x256 images"):
             batch = todo[chunk : chunk + 256]
-            features = backbone.features([load(r) for r in batch], batch_size)
+            features = compute(batch)
             self.rows.update(zip((r.sha256 for r in batch), features, strict=True))
         keys = sorted(self.rows)
         blob = save(
@@ -382,9 +384,12 @@ class CellRunner:
         records = self.manifest.split("pool") + self.manifest.split("test")
         if with_generated:
             records += self.generated()
-        return FeatureCache(feature_cache_path(self.cfg)).ensure(
-            records, self.backbone, self.load, self.cfg.classifier.batch_size
-        )
+        return FeatureCache(feature_cache_path(self.cfg)).ensure(records, self.features)
+
+    def features(self, records: list[ImageRecord]) -> torch.Tensor:
+        """The backbone's features of these images (the backbone is loaded on first use)."""
+        images = [self.load(r) for r in records]
+        return self.backbone.features(images, self.cfg.classifier.batch_size)
 
     def is_done(self, cell: Cell) -> bool:
         """Its metrics.json exists and was made with the current settings and images."""
@@ -422,9 +427,7 @@ class CellRunner:
         timings: dict[str, float] = {}
         if self.cfg.classifier.mode == "linear_probe":
             cache = FeatureCache(feature_cache_path(self.cfg))
-            timings["features_s"] = cache.ensure(
-                train + test, self.backbone, self.load, self.cfg.classifier.batch_size
-            )
+            timings["features_s"] = cache.ensure(train + test, self.features)
             fit_start = time.perf_counter()
             head, history = train_linear_head(
                 cache.matrix(train),

