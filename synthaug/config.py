@@ -219,6 +219,11 @@ class StudySection(_Section):
     baseline_real_full: bool = True
     baseline_generated_only: bool = True
     workers: int = Field(1, ge=1, description="classifier notebooks run at once (CPU profiles)")
+    reuse_kernels: bool = Field(
+        True,
+        description="run a stage's notebooks in one warm kernel per worker, cleared before "
+        "each notebook (false: a fresh kernel per notebook)",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> StudySection:

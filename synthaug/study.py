@@ -10,15 +10,17 @@ what is missing and a finished study reruns in seconds.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synthaug.config import StudyConfig, apply_overrides, build_config, project_root, read_yaml
+from synthaug.kernels import WarmKernel
 
 STAGES = ("lora", "generate", "train", "analysis", "book")
 
@@ -100,8 +102,11 @@ def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     return tasks
 
 
-def execute(task: Task, cfg: StudyConfig, sections: Mapping[str, Any]) -> None:
-    """Run one notebook with papermill (the profile's sections + the task's parameters)."""
+def execute(
+    task: Task, cfg: StudyConfig, sections: Mapping[str, Any], kernel: WarmKernel | None = None
+) -> None:
+    """Run one notebook with papermill (the profile's sections + the task's parameters),
+    in `kernel` if given, else in a fresh kernel."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -116,6 +121,7 @@ def execute(task: Task, cfg: StudyConfig, sections: Mapping[str, Any]) -> None:
             parameters={**sections, **task.parameters},
             cwd=str(root),
             progress_bar=False,
+            **(kernel.papermill_kwargs() if kernel else {}),
         )
     except PapermillExecutionError as error:
         raise StudyError(
@@ -150,14 +156,14 @@ def run_study(
     start = time.perf_counter()
     finished = [0]
 
-    def run_one(task: Task) -> None:
+    def run_one(task: Task, kernel: WarmKernel | None) -> None:
         task_start = time.perf_counter()
         if task.notebook is None:
             from synthaug.book import build_book
 
             build_book(cfg)
         else:
-            execute(task, cfg, sections)
+            execute(task, cfg, sections, kernel)
         finished[0] += 1
         elapsed = time.perf_counter() - start
         eta = elapsed / finished[0] * (len(todo) - finished[0])
@@ -169,18 +175,53 @@ def run_study(
 
     for stage in STAGES:
         batch = [task for task in todo if task.stage == stage]
-        if stage == "train" and batch and cfg.study.workers > 1:
+        workers = cfg.study.workers if stage == "train" else 1
+        if workers > 1 and batch:
             _prepare_parallel_cells(cfg, batch, echo)
-            with (
-                _threads_per_kernel(cfg.study.workers),
-                ThreadPoolExecutor(cfg.study.workers) as pool,
-            ):
-                for future in [pool.submit(run_one, task) for task in batch]:
-                    future.result()
-        else:
-            for task in batch:
-                run_one(task)
+        with _threads_per_kernel(workers) if workers > 1 else nullcontext():
+            _run_batch(batch, workers, run_one, cfg.study.reuse_kernels)
     return todo
+
+
+def _run_batch(
+    tasks: list[Task],
+    workers: int,
+    run_one: Callable[[Task, WarmKernel | None], None],
+    reuse_kernels: bool,
+) -> None:
+    """Run the tasks on `workers` threads, each with its own warm kernel (or a fresh
+    kernel per notebook). The first failure stops the others from starting new tasks,
+    and is raised once the tasks in flight have finished."""
+    pending: queue.SimpleQueue[Task] = queue.SimpleQueue()
+    for task in tasks:
+        pending.put(task)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        kernel = WarmKernel() if reuse_kernels else None
+        try:
+            while not failures:
+                try:
+                    task = pending.get_nowait()
+                except queue.Empty:
+                    return
+                run_one(task, kernel)
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            if kernel is not None:
+                kernel.shutdown()
+
+    if workers == 1:
+        work()
+    else:
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
 
 
 @contextmanager

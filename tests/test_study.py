@@ -1,5 +1,6 @@
 """The whole smoke study through papermill, its resume, its failures, and the book."""
 
+import json
 import re
 
 import pandas as pd
@@ -7,7 +8,8 @@ import pytest
 
 from synthaug.analysis import conclusion
 from synthaug.book import html_index, table_of_contents
-from synthaug.study import StudyError, Task, execute, plan, run_study
+from synthaug.config import read_yaml
+from synthaug.study import StudyError, Task, _threads_per_kernel, execute, plan, run_study
 
 from .conftest import ROOT, smoke_config
 
@@ -34,6 +36,17 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(tmp_path, ucmerced) -> N
     assert run_study(ROOT / "params/smoke.yaml", overrides, echo=again.append) == []
     assert again[0].endswith(f"20 tasks, 20 done, 0 to run -> {cfg.run_dir}")
 
+    # The cells ran in warm kernels; a fresh kernel (same threads) gives the same results.
+    task = next(t for t in plan(cfg) if t.name == "03_train_ratio-gen5-real15-seed1")
+    metrics_path = cfg.run_dir / "cells" / "gen5-real15-seed1" / "metrics.json"
+    warm = json.loads(metrics_path.read_text())
+    metrics_path.unlink()
+    with _threads_per_kernel(cfg.study.workers):
+        execute(task, cfg, _smoke_sections(tmp_path))
+    fresh = json.loads(metrics_path.read_text())
+    assert fresh.pop("timings") and warm.pop("timings")
+    assert fresh == warm
+
 
 def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
     lines: list[str] = []
@@ -48,14 +61,14 @@ def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
     assert "[todo] lora" in lines[1] and not (tmp_path / "smoke").exists()
 
 
-def test_failing_notebook_names_notebook_and_cell(tmp_path, ucmerced) -> None:
-    import yaml
+def _smoke_sections(output_dir) -> dict:
+    """The smoke profile's sections as `synthaug run` hands them to papermill."""
+    return {**read_yaml(ROOT / "params/smoke.yaml"), "output_dir": str(output_dir)}
 
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
-    sections = {
-        **yaml.safe_load((ROOT / "params/smoke.yaml").read_text()),
-        "output_dir": str(tmp_path),
-    }
+    sections = _smoke_sections(tmp_path)
     task = Task(
         "train",
         "03_train_ratio-bad",

@@ -1,0 +1,74 @@
+"""Warm kernels: notebooks share a kernel process but never each other's state."""
+
+import time
+
+import nbformat
+import papermill
+import pytest
+
+from synthaug.kernels import WarmKernel
+from synthaug.study import Task, _run_batch
+
+
+def _notebook(path) -> None:
+    parameters = nbformat.v4.new_code_cell("value = 0")
+    parameters.metadata["tags"] = ["parameters"]
+    cells = [
+        parameters,
+        nbformat.v4.new_code_cell(
+            'assert "leftover" not in globals(), "the previous notebook leaked"\n'
+            "import os\n"
+            "leftover = value\n"
+            "print(os.getpid(), value, flush=True)"
+        ),
+    ]
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), path)
+
+
+def _printed(path) -> tuple[list[int], list[int]]:
+    """What the last cell printed, and the execution counts of the code cells."""
+    cells = nbformat.read(path, as_version=4).cells
+    counts = [cell.execution_count for cell in cells if cell.cell_type == "code"]
+    return [int(x) for x in cells[-1].outputs[0]["text"].split()], counts
+
+
+def test_one_kernel_runs_notebooks_each_in_a_fresh_namespace(tmp_path) -> None:
+    _notebook(tmp_path / "in.ipynb")
+    kernel = WarmKernel()
+    try:
+        for value in (1, 2):
+            papermill.execute_notebook(
+                tmp_path / "in.ipynb",
+                tmp_path / f"out{value}.ipynb",
+                parameters={"value": value},
+                progress_bar=False,
+                **kernel.papermill_kwargs(),
+            )
+    finally:
+        kernel.shutdown()
+    (first, counts1), (second, counts2) = (_printed(tmp_path / f"out{v}.ipynb") for v in (1, 2))
+    assert first[0] == second[0]  # the same kernel process ran both
+    assert (first[1], second[1]) == (1, 2)
+    assert counts1 == counts2 == [1, 2, 3]  # parameters, injected parameters, the cell
+    assert not kernel.manager.has_kernel
+
+
+def test_first_failure_stops_the_batch(tmp_path) -> None:
+    started: list[str] = []
+
+    def run_one(task: Task, kernel) -> None:
+        assert kernel is None
+        started.append(task.name)
+        time.sleep(0.05)
+        if task.name == "b":
+            raise RuntimeError("b failed")
+
+    tasks = [Task("train", name, None) for name in "abcdef"]
+    with pytest.raises(RuntimeError, match="b failed"):
+        _run_batch(tasks, 1, run_one, reuse_kernels=False)
+    assert started == ["a", "b"]
+    started.clear()
+    with pytest.raises(RuntimeError, match="b failed"):
+        _run_batch(tasks, 2, run_one, reuse_kernels=False)
+    assert "b" in started and len(started) < len(tasks)
