@@ -153,8 +153,7 @@ def run_study(
             status = "todo" if task in todo else "done"
             echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
         return todo
-    start = time.perf_counter()
-    finished = [0]
+    progress = Progress(len(todo), echo)
 
     def run_one(task: Task, kernel: WarmKernel | None) -> None:
         task_start = time.perf_counter()
@@ -164,17 +163,11 @@ def run_study(
             build_book(cfg)
         else:
             execute(task, cfg, sections, kernel)
-        finished[0] += 1
-        elapsed = time.perf_counter() - start
-        eta = elapsed / finished[0] * (len(todo) - finished[0])
-        echo(
-            f"[{finished[0]}/{len(todo)}] {task.stage} {task.name}: "
-            f"{time.perf_counter() - task_start:.1f}s (elapsed {elapsed:.0f}s, "
-            f"about {eta:.0f}s left)"
-        )
+        progress.finished(task, time.perf_counter() - task_start)
 
     for stage in STAGES:
         batch = [task for task in todo if task.stage == stage]
+        progress.begin_stage(len(batch))
         workers = cfg.study.workers if stage == "train" else 1
         if workers > 1 and batch:
             _prepare_parallel_cells(cfg, batch, echo)
@@ -222,6 +215,39 @@ def _run_batch(
             thread.join()
     if failures:
         raise failures[0]
+
+
+@dataclass
+class Progress:
+    """Tasks done / total, time elapsed, and the time the current stage still needs
+    (from its own finished tasks: the stages' tasks differ in cost by orders of magnitude)."""
+
+    total: int
+    echo: Callable[[str], None]
+    start: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    stage_start: float = 0.0
+    stage_done: int = 0
+    stage_total: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin_stage(self, tasks: int) -> None:
+        self.stage_start, self.stage_done, self.stage_total = time.perf_counter(), 0, tasks
+
+    def finished(self, task: Task, seconds: float) -> None:
+        with self.lock:
+            self.done += 1
+            self.stage_done += 1
+            now = time.perf_counter()
+            line = (
+                f"[{self.done}/{self.total}] {task.stage} {task.name}: {seconds:.1f}s "
+                f"(elapsed {now - self.start:.0f}s"
+            )
+            if self.stage_done < self.stage_total:
+                per_task = (now - self.stage_start) / self.stage_done
+                left = per_task * (self.stage_total - self.stage_done)
+                line += f"; {task.stage} stage: about {left:.0f}s more"
+            self.echo(line + ")")
 
 
 @contextmanager
