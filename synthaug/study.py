@@ -167,10 +167,10 @@ def run_study(
 
     for stage in STAGES:
         batch = [task for task in todo if task.stage == stage]
-        progress.begin_stage(len(batch))
         workers = cfg.study.workers if stage == "train" else 1
         if workers > 1 and batch:
             _prepare_parallel_cells(cfg, batch, echo)
+        progress.begin_stage(len(batch))
         with _threads_per_kernel(workers) if workers > 1 else nullcontext():
             _run_batch(batch, workers, run_one, cfg.study.reuse_kernels)
     return todo

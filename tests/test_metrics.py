@@ -75,3 +75,19 @@ def test_frechet_distance_of_known_gaussians() -> None:
     assert frechet_distance(a, a + [2.0, 0, 0]) == pytest.approx(4.0, abs=1e-6)
     # N(0, I) vs N(0, 4I) in 3-d: trace(I + 4I - 2*2I) = 3
     assert frechet_distance(a, 2 * rng.normal(size=(4000, 3))) == pytest.approx(3.0, rel=0.1)
+
+
+def test_frechet_distance_matches_the_matrix_square_root_form() -> None:
+    """Fewer images than dimensions (rank-deficient covariances), as in the per-class
+    quality table: the eigenvalue form equals Tr(S_a + S_b - 2 sqrtm(S_a S_b))."""
+    from scipy import linalg
+
+    from synthaug.metrics import frechet_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 96)), 1.5 * rng.normal(size=(50, 96)) + 0.3
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(
+        cov_a + cov_b - 2 * np.real(linalg.sqrtm(cov_a @ cov_b))
+    )
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-6)
