@@ -79,15 +79,23 @@ def encode_training_set(
         ).to(vae.dtype)
         mean = vae.encode(batch).latent_dist.mode()
         latents.append((mean - vae.config.shift_factor) * vae.config.scaling_factor)
-    prompts = sorted(set(labels))
+    return {"latents": torch.cat(latents).float(), **encode_prompts(cfg, pipe, labels)}
+
+
+@torch.no_grad()
+def encode_prompts(
+    cfg: StudyConfig, pipe, labels: list[str], classes: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Each class prompt encoded once by CLIP (pooled) and T5 (sequence), in the order of
+    `classes` (default: the labels' classes, sorted), and each label's row among them."""
+    classes = classes if classes is not None else sorted(set(labels))
     embeds, pooled, _ = pipe.encode_prompt(
-        [prompt_for(cfg, label) for label in prompts],
+        [prompt_for(cfg, label) for label in classes],
         prompt_2=None,
         max_sequence_length=cfg.generator.max_sequence_length,
     )
-    index = {label: i for i, label in enumerate(prompts)}
+    index = {label: i for i, label in enumerate(classes)}
     return {
-        "latents": torch.cat(latents).float(),
         "prompt_index": torch.tensor([index[label] for label in labels]),
         "prompt_embeds": embeds.float(),
         "pooled_prompt_embeds": pooled.float(),

@@ -82,21 +82,10 @@ def encode_all(vae, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
 def train_transformer(
     pipe, latents: torch.Tensor, labels: list[str], classes: list[str], cfg: StudyConfig
 ) -> list[float]:
-    from synthaug.lora import flow_matching_loss
+    from synthaug.lora import encode_prompts, flow_matching_loss
 
     pre = cfg.generator.pretrain
-    prompts = [cfg.generation.prompt_template.format(class_name=c) for c in classes]
-    with torch.no_grad():
-        embeds, pooled, _ = pipe.encode_prompt(
-            prompts, prompt_2=None, max_sequence_length=cfg.generator.max_sequence_length
-        )
-    index = {c: i for i, c in enumerate(classes)}
-    cache = {
-        "latents": latents,
-        "prompt_index": torch.tensor([index[lb] for lb in labels]),
-        "prompt_embeds": embeds,
-        "pooled_prompt_embeds": pooled,
-    }
+    cache = {"latents": latents, **encode_prompts(cfg, pipe, labels, classes)}
     transformer = pipe.transformer
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=pre.transformer_learning_rate)
     generator = torch.Generator().manual_seed(pre.seed + 1)
