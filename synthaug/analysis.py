@@ -10,6 +10,8 @@ backbone's feature space), and a written conclusion computed from these numbers.
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ import yaml
 
 from synthaug.classify import CellRunner, cells_dir, study_cells
 from synthaug.config import StudyConfig, project_root
+from synthaug.data import ImageRecord
 from synthaug.metrics import frechet_distance, mean_ci
 
 
@@ -29,6 +32,9 @@ class Analysis:
     curves: pd.DataFrame
     per_class: pd.DataFrame
     quality: pd.DataFrame
+    mse_readings: pd.DataFrame
+    paper_mse_fit: pd.DataFrame
+    paper_mse_text: str
     conclusion: str
 
 
@@ -63,7 +69,21 @@ def table1(cfg: StudyConfig) -> pd.DataFrame:
         "timestep sampling": g.timestep_sampling,
         "prompt": cfg.generation.prompt_template,
     }
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+    paper = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())["table1"]
+    stated = {
+        "epochs": paper["Number of epochs"],
+        "optimizer / learning rate": paper["Optimizer"],
+        "schedule (warm-up steps)": paper["LR scheduler"],
+        '"Step" (undefined in the paper)': paper["Step"],
+    }
+    rows.setdefault('"Step" (undefined in the paper)', "")
+    return pd.DataFrame(
+        {
+            "this study": [str(v) for v in rows.values()],
+            "paper (Table 1)": [str(stated.get(k, "")) for k in rows],
+        },
+        index=list(rows),
+    )
 
 
 def paper_table() -> pd.DataFrame:
@@ -72,6 +92,89 @@ def paper_table() -> pd.DataFrame:
     table = pd.DataFrame(data["rows"])
     table["share"] = (table["n_generated"] / (table["n_generated"] + table["n_real"])).round(3)
     return table
+
+
+READINGS = ("index_mse", "index_rmse", "onehot_mse", "brier", "cross_entropy")
+
+
+def random_gap(n_classes: int) -> float:
+    """Mean squared class-index gap of a mistake that lands on any other class at random."""
+    return n_classes * (n_classes + 1) / 6
+
+
+def mse_readings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
+    """Per mix of this study: accuracy and every reading of the paper's "mse" (mean over
+    seeds), with the mean squared index gap per mistake beside a random mistake's."""
+    groups = _by_pair(cells)
+    rows = []
+    for mix in cfg.study.resolved_mixes():
+        runs = [m for m in groups.get((mix.n_generated, mix.n_real), []) if "mse_readings" in m]
+        if not runs:
+            continue
+        accuracy = float(np.mean([m["accuracy"] for m in runs]))
+        readings = {k: float(np.mean([m["mse_readings"][k] for m in runs])) for k in READINGS}
+        rows.append(
+            {
+                "n_generated": mix.n_generated,
+                "n_real": mix.n_real,
+                "accuracy": accuracy,
+                **readings,
+                "index_gap2_per_mistake": readings["index_mse"] / max(1 - accuracy, 1e-12),
+                "random_mistake_gap2": random_gap(len(runs[0]["classes"])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paper_mse_fit() -> tuple[pd.DataFrame, str]:
+    """Which readings of the paper's "mse" can reach its Table 2 values at its accuracies
+    (38 classes), from `metrics.reading_bounds`; and a verdict computed from that table."""
+    from synthaug.metrics import reading_bounds
+
+    data = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())
+    paper, n = pd.DataFrame(data["rows"]), data["n_classes"]
+    bounds = [reading_bounds(a, n) for a in paper["accuracy"]]
+    rows = []
+    for reading in READINGS:
+        fits = [
+            lo <= v <= hi
+            for v, b in zip(paper["mse"], bounds, strict=True)
+            for lo, hi in [b[reading]]
+        ]
+        rows.append(
+            {
+                "reading": reading,
+                "lowest possible": min(b[reading][0] for b in bounds),
+                "highest possible": max(b[reading][1] for b in bounds),
+                "paper rows it can reach": f"{sum(fits)} of {len(fits)}",
+            }
+        )
+    table = pd.DataFrame(rows).set_index("reading")
+    reachable = [
+        r for r in READINGS if table.loc[r, "paper rows it can reach"].startswith(f"{len(paper)} ")
+    ]
+    impossible = [r for r in READINGS if r not in reachable]
+    per_mistake = paper["mse"] / (1 - paper["accuracy"])
+    rms_per_mistake = paper["mse"] ** 2 / (1 - paper["accuracy"])
+    true_class_p = np.exp(-paper["mse"])
+    text = (
+        f"Over {n} classes at the paper's accuracies ({paper['accuracy'].min():.3f}-"
+        f'{paper["accuracy"].max():.3f}), its "mse" values ({paper["mse"].min():.2f}-'
+        f"{paper['mse'].max():.2f}) cannot be {' or '.join(impossible) or 'any reading'}"
+        f" (they never exceed {table.loc['brier', 'highest possible']:g} for the Brier score, "
+        f"{table.loc['onehot_mse', 'highest possible']:.3f} for one-hot MSE). "
+        f"They can be {', '.join(reachable)}, with conditions. As the squared class-index "
+        f"error, each mistake would be {per_mistake.min():.0f}-{per_mistake.max():.0f} "
+        f"squared index steps off, and as its root {rms_per_mistake.min():.0f}-"
+        f"{rms_per_mistake.max():.0f}, against {random_gap(n):.0f} for a mistake on a "
+        "random class: either needs mistakes among alphabetically near classes (PatternNet "
+        "has such pairs: parking lot / parking space, oil gas field / oil well, runway / "
+        "runway marking). As cross-entropy, the true class would get a geometric-mean "
+        f"probability of {true_class_p.min():.3f}-{true_class_p.max():.3f} (chance "
+        f"{1 / n:.3f}): a nearly uniform softmax at over 90% accuracy, which a fine-tuned "
+        "ViT does not produce."
+    )
+    return table, text
 
 
 def _interval_columns(values: list[float], name: str) -> dict:
@@ -117,11 +220,16 @@ def table2(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
 
 
 def baselines(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
-    """Real-only at the full mix size and generated-only (CAS), mean and CI over seeds."""
+    """Real-only at the full mix size, generated-only (CAS) and real-only with as many
+    images as CAS: mean and CI over seeds."""
     groups = _by_pair(cells)
-    total = max(m.n_generated + m.n_real for m in cfg.study.resolved_mixes())
+    study = cfg.study
     rows = []
-    for label, key in (("real only, full size", (0, total)), ("generated only (CAS)", (total, 0))):
+    for label, key in (
+        ("real only, full size", (0, study.mix_size)),
+        ("real only, same count as CAS", (0, study.generated_only_count)),
+        ("generated only (CAS)", (study.generated_only_count, 0)),
+    ):
         if key in groups:
             rows.append(
                 {
@@ -163,33 +271,51 @@ def per_class(cells: list[dict]) -> pd.DataFrame:
 def quality(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     """Per class: CAS (test accuracy of the generated-only classifier, mean over seeds) and
     the Fréchet distance between real-pool and generated features of the classifier's
-    frozen backbone (the linear-probe feature cache)."""
+    frozen pretrained backbone, on equal counts per class (a seeded sample of the pool the
+    size of the class's generated images). Features come from the shared feature cache;
+    those missing (every one, in `classifier.mode: full`) are computed first."""
     from synthaug.classify import FeatureCache, feature_cache_path
-    from synthaug.data import generated_dir, prepare_data, read_generated_manifest
+    from synthaug.data import generated_dir
 
-    total = max(m.n_generated + m.n_real for m in cfg.study.resolved_mixes())
-    generated_only = _by_pair(cells).get((total, 0), [])
-    manifest = prepare_data(cfg)
-    table = pd.DataFrame(index=manifest.classes)
+    generated_only = _by_pair(cells).get((cfg.study.generated_only_count, 0), [])
+    runner = CellRunner(cfg)
+    table = pd.DataFrame(index=runner.classes)
     table.index.name = "class"
     if generated_only:
         table["cas"] = pd.DataFrame([m["per_class_accuracy"] for m in generated_only]).mean()
-    cache_path = feature_cache_path(cfg)
-    gen_manifest = generated_dir(cfg) / "manifest.csv"
-    if cache_path.exists() and gen_manifest.exists():
-        cache = FeatureCache(cache_path)
-        real = [r for r in manifest.split("pool") if r.sha256 in cache.rows]
-        fake = [r for r in read_generated_manifest(gen_manifest) if r.sha256 in cache.rows]
-        for label in manifest.classes:
-            a = [r for r in real if r.label == label]
-            b = [r for r in fake if r.label == label]
-            if len(a) > 1 and len(b) > 1:
-                table.loc[label, "frechet_distance"] = frechet_distance(
-                    cache.matrix(a).numpy(), cache.matrix(b).numpy()
-                )
-                table.loc[label, "n_real_features"] = len(a)
-                table.loc[label, "n_generated_features"] = len(b)
+    if not (generated_dir(cfg) / "manifest.csv").exists():
+        return table
+    pairs = frechet_samples(runner.manifest.split("pool"), runner.generated())
+    cache = FeatureCache(feature_cache_path(cfg))
+    cache.ensure([r for real, fake in pairs.values() for r in real + fake], runner.features)
+    for label, (real, fake) in pairs.items():
+        if min(len(real), len(fake)) > 1:
+            table.loc[label, "frechet_distance"] = frechet_distance(
+                cache.matrix(real).numpy(), cache.matrix(fake).numpy()
+            )
+            table.loc[label, "n_per_side"] = len(real)
     return table
+
+
+def frechet_samples(
+    pool: list[ImageRecord], generated: list[ImageRecord]
+) -> dict[str, tuple[list[ImageRecord], list[ImageRecord]]]:
+    """Per class, (real, generated) of equal size: every generated image of the class and a
+    seeded sample of as many pool images (or all of them, and as many generated, if the
+    pool is smaller). Fréchet distances are biased by the sample size; equal counts keep
+    the classes comparable."""
+    real_by, fake_by = defaultdict(list), defaultdict(list)
+    for record in pool:
+        real_by[record.label].append(record)
+    for record in generated:
+        fake_by[record.label].append(record)
+    pairs = {}
+    for label in sorted(fake_by):
+        real = sorted(real_by[label], key=lambda r: r.ref)
+        fake = sorted(fake_by[label], key=lambda r: r.ref)
+        n = min(len(real), len(fake))
+        pairs[label] = (random.Random(f"frechet/{label}").sample(real, n), fake[:n])
+    return pairs
 
 
 def _compare(low: float, high: float, base_low: float, base_high: float) -> str:
@@ -248,6 +374,7 @@ def analyze(cfg: StudyConfig) -> Analysis:
     cells = collect(cfg)
     t2 = table2(cfg, cells)
     base = baselines(cfg, cells)
+    fit, fit_text = paper_mse_fit()
     return Analysis(
         table1=table1(cfg),
         table2=t2,
@@ -255,5 +382,8 @@ def analyze(cfg: StudyConfig) -> Analysis:
         curves=curves(cells),
         per_class=per_class(cells),
         quality=quality(cfg, cells),
+        mse_readings=mse_readings(cfg, cells),
+        paper_mse_fit=fit,
+        paper_mse_text=fit_text,
         conclusion=conclusion(t2, base),
     )

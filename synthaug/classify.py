@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from synthaug.data import (
     DataError,
     ImageLoader,
     ImageRecord,
+    Manifest,
     generated_dir,
     manifest_path,
     prepare_data,
@@ -44,7 +45,7 @@ from synthaug.data import (
 )
 from synthaug.io import atomic_write_bytes, sha256_file
 from synthaug.metrics import classification_report
-from synthaug.models import classifier_source
+from synthaug.models import classifier_source, default_device, make_accelerator
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +69,22 @@ class Cell:
 
 def study_cells(study: StudySection) -> list[Cell]:
     """Every mix and baseline of the study, once per seed (a baseline equal to a mix runs once)."""
-    mixes = study.resolved_mixes()
-    total = max(m.n_generated + m.n_real for m in mixes)
     pairs: list[tuple[int, int]] = []
-    for mix in mixes:
+    for mix in study.resolved_mixes():
         pairs.append((mix.n_generated, mix.n_real))
         if study.baseline_real_same_count:
             pairs.append((0, mix.n_real))
     if study.baseline_real_full:
-        pairs.append((0, total))
-    if study.baseline_generated_only:
-        pairs.append((total, 0))
+        pairs.append((0, study.mix_size))
+    if study.baseline_generated_only and study.generated_only_count:
+        pairs.append((study.generated_only_count, 0))
     unique = list(dict.fromkeys(pairs))
     return [Cell(g, r, seed) for g, r in unique for seed in study.seeds]
 
 
 def default_real_count(study: StudySection, n_generated: int) -> int:
     """The real part of the mix with `n_generated` generated images (mix size minus it)."""
-    total = max(m.n_generated + m.n_real for m in study.resolved_mixes())
+    total = study.mix_size
     if n_generated > total:
         raise DataError(f"n_generated={n_generated} exceeds the study's mix size {total}")
     return total - n_generated
@@ -111,6 +110,32 @@ def sample_balanced(
             )
         chosen += random.Random(f"{seed}/{tag}/{label}").sample(items, count)
     return chosen
+
+
+def shortfalls(cfg: StudyConfig, cells: list[Cell], manifest: Manifest) -> list[str]:
+    """Every cell that cannot be drawn: a class whose real pool or generated share holds
+    fewer images than the cell's class-balanced draw needs (one line per mix, not per seed)."""
+    pool = Counter(r.label for r in manifest.split("pool"))
+    made = spread(cfg.generation.count, manifest.classes)
+    problems = []
+    for cell in dict.fromkeys(Cell(c.n_generated, c.n_real, 0) for c in cells):
+        name = cell.name.removesuffix("-seed0")
+        for kind, n, available, fix in (
+            ("real", cell.n_real, pool, "splits.pool or the mix sizes"),
+            ("generated", cell.n_generated, made, "generation.count"),
+        ):
+            need = spread(n, manifest.classes) if n else {}
+            short = [label for label, count in need.items() if count > available[label]]
+            if short:
+                label = short[0]
+                problems.append(
+                    f"cell {name} needs {need[label]} {kind} images of class {label!r} "
+                    f"({n} over {len(manifest.classes)} classes) but only {available[label]} "
+                    f"are available"
+                    + (f" (and {len(short) - 1} more classes)" if len(short) > 1 else "")
+                    + f"; raise {fix}"
+                )
+    return problems
 
 
 def to_pixels(
@@ -141,22 +166,24 @@ class Backbone:
             num_labels=len(classes),
             id2label=dict(enumerate(classes)),
             label2id={name: i for i, name in enumerate(classes)},
-        )
+        ).to(default_device())
 
     def pixels(self, images: Iterable[Image.Image]) -> torch.Tensor:
         return to_pixels(images, self.size, self.mean, self.std)
 
     @torch.no_grad()
     def features(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
-        """The classifier head's input (CLS for ViT; CLS + mean patch for DINOv2)."""
+        """The classifier head's input (CLS for ViT; CLS + mean patch for DINOv2), computed
+        on the model's device and returned on the CPU as float32."""
         captured: list[torch.Tensor] = []
         hook = self.model.classifier.register_forward_pre_hook(
-            lambda _module, args: captured.append(args[0].detach())
+            lambda _module, args: captured.append(args[0].detach().float().cpu())
         )
         self.model.eval()
         try:
             for start in range(0, len(images), batch_size):
-                self.model(pixel_values=self.pixels(images[start : start + batch_size]))
+                pixels = self.pixels(images[start : start + batch_size])
+                self.model(pixel_values=pixels.to(self.model.device, self.model.dtype))
         finally:
             hook.remove()
         return torch.cat(captured)
@@ -265,6 +292,19 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.backbone.pixels([image])[0], self.labels[index]
 
 
+def classifier_step(
+    model, pixels: torch.Tensor, labels: torch.Tensor, backward: Callable[[torch.Tensor], None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one fine-tuning batch on the model's device; returns the
+    loss and the number of correct predictions (device tensors, not yet synchronised)."""
+    device = next(model.parameters()).device
+    pixels, labels = pixels.to(device), labels.to(device)
+    logits = model(pixel_values=pixels).logits
+    loss = nn.functional.cross_entropy(logits.float(), labels)
+    backward(loss)
+    return loss.detach(), (logits.argmax(1) == labels).sum()
+
+
 def fine_tune(
     backbone: Backbone,
     train: tuple[list[ImageRecord], list[int]],
@@ -275,13 +315,12 @@ def fine_tune(
 ) -> tuple[np.ndarray, list[dict]]:
     """Full fine-tune with `accelerate` (devices, mixed precision); returns test
     probabilities and per-epoch train/test curves."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     c = cfg.classifier
     set_seed(seed)
-    accelerator = Accelerator(mixed_precision=c.mixed_precision)
+    accelerator = make_accelerator(c.mixed_precision)
     loader = torch.utils.data.DataLoader(
         ImageDataset(*train, load, backbone, flip=True),
         batch_size=c.batch_size,
@@ -308,14 +347,12 @@ def fine_tune(
         model.train()
         seen = correct = total_loss = 0.0
         for pixels, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False):
-            logits = model(pixel_values=pixels).logits
-            loss = nn.functional.cross_entropy(logits, labels)
-            accelerator.backward(loss)
+            loss, hits = classifier_step(model, pixels, labels, accelerator.backward)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             seen += len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
+            correct += hits.item()
             total_loss += loss.item() * len(labels)
         model.eval()
         logits_all, labels_all = [], []

@@ -236,6 +236,18 @@ class StudySection(_Section):
                 raise ValueError("study.generated_shares must lie in [0, 1]")
         return self
 
+    @property
+    def mix_size(self) -> int:
+        """Images in the largest mix: the size of the real-only full baseline."""
+        return max(m.n_generated + m.n_real for m in self.resolved_mixes())
+
+    @property
+    def generated_only_count(self) -> int:
+        """Images of the generated-only baseline (CAS): the largest generated part of any
+        mix, i.e. the whole synthetic set the mixes use (8,000 in the paper), so that it
+        is compared with the real-only baseline of the same count."""
+        return max(m.n_generated for m in self.resolved_mixes())
+
     def resolved_mixes(self) -> list[StudyMix]:
         """The generated:real pairs, whichever form the profile used."""
         if self.mixes is not None:

@@ -283,9 +283,10 @@ def manifest_path(cfg: StudyConfig) -> Path:
     return cfg.run_dir / "data" / "manifest.csv"
 
 
-def prepare_data(cfg: StudyConfig) -> Manifest:
+def prepare_data(cfg: StudyConfig, write: bool = True) -> Manifest:
     """Stage 0: scan the dataset, split it, write `<run>/data/manifest.csv` (reused if the
-    dataset and split settings are unchanged; a different setting never overwrites it)."""
+    dataset and split settings are unchanged; a different setting never overwrites it).
+    `write=False` returns the manifest without writing anything (dry runs)."""
     path = manifest_path(cfg)
     key = config_hash(cfg.dataset, cfg.splits.model_dump(mode="json"))
     meta_path = path.with_suffix(".json")
@@ -298,6 +299,8 @@ def prepare_data(cfg: StudyConfig) -> Manifest:
             )
         return read_manifest(path)
     manifest = make_splits(scan_records(open_source(cfg.dataset), cfg.dataset), cfg.splits)
+    if not write:
+        return manifest
     write_json(
         meta_path,
         {

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from synthaug.config import TINY, StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.io import atomic_write_bytes, atomic_write_text, write_json
-from synthaug.models import load_flux_pipeline, tiny_flux_dir
+from synthaug.models import load_flux_pipeline, make_accelerator, tiny_flux_dir, weight_dtype
 from synthaug.vocab import prompt_corpus
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,14 @@ def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
 def encode_training_set(
     cfg: StudyConfig, pipe, labels: list[str], images: list[Image.Image]
 ) -> dict[str, torch.Tensor]:
-    """VAE latents (scaled and shifted as FLUX expects) and text embeddings, once."""
+    """VAE latents (scaled and shifted as FLUX expects) and text embeddings, once, on the
+    device of the pipeline's encoders."""
     vae = pipe.vae
     latents = []
     for start in range(0, len(images), 8):
         batch = torch.stack(
             [_to_tensor(im, cfg.generator.resolution) for im in images[start : start + 8]]
-        ).to(vae.dtype)
+        ).to(vae.device, vae.dtype)
         mean = vae.encode(batch).latent_dist.mode()
         latents.append((mean - vae.config.shift_factor) * vae.config.scaling_factor)
     return {"latents": torch.cat(latents).float(), **encode_prompts(cfg, pipe, labels)}
@@ -96,7 +97,7 @@ def encode_prompts(
     )
     index = {label: i for i, label in enumerate(classes)}
     return {
-        "prompt_index": torch.tensor([index[label] for label in labels]),
+        "prompt_index": torch.tensor([index[label] for label in labels], device=embeds.device),
         "prompt_embeds": embeds.float(),
         "pooled_prompt_embeds": pooled.float(),
     }
@@ -121,16 +122,19 @@ def flow_matching_loss(
     step_seed: int,
     cfg: StudyConfig,
 ) -> torch.Tensor:
-    """The rectified-flow loss on packed latents for one batch of cached images."""
+    """The rectified-flow loss on packed latents for one batch of cached images.
+
+    Noise and times come from a CPU generator seeded by `step_seed` (the same numbers on
+    any device, so a resumed run is bit-identical), then move to the cache's device."""
     from diffusers import FluxPipeline
 
     generator = torch.Generator().manual_seed(step_seed)
-    x0 = cache["latents"][rows]
+    x0 = cache["latents"][rows.to(cache["latents"].device)]
     batch, channels, height, width = x0.shape
-    noise = torch.randn(x0.shape, generator=generator)
-    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
     noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
-    prompts = cache["prompt_index"][rows]
+    prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
     device, dtype = transformer.device, transformer.dtype
     guidance = None
     if transformer.config.guidance_embeds:
@@ -152,6 +156,24 @@ def flow_matching_loss(
     )[0]
     target = FluxPipeline._pack_latents(noise - x0, batch, channels, height, width)
     return torch.nn.functional.mse_loss(prediction.float(), target.to(device).float())
+
+
+def lora_targets(transformer, suffixes: list[str]) -> list[str]:
+    """The full names of the modules inside the double- and single-stream blocks that end in
+    one of `suffixes`. (peft matches a bare suffix anywhere: `proj_out` would also catch the
+    transformer's final output projection, which FLUX LoRAs leave alone.)"""
+    blocks = ("transformer_blocks.", "single_transformer_blocks.")
+    names = [
+        name
+        for name, _ in transformer.named_modules()
+        if name.startswith(blocks) and any(name.endswith(f".{s}") for s in suffixes)
+    ]
+    if not names:
+        raise ValueError(
+            f"generator.lora.target_modules {suffixes} match no module of the transformer's "
+            "blocks; use names such as attn.to_q, ff.net.2, proj_mlp"
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -180,14 +202,20 @@ class Plan:
 
 def _save_lora(transformer, folder: Path) -> Path:
     """The LoRA as `FluxPipeline.load_lora_weights` reads it: peft's state dict under the
-    `transformer.` prefix. (Converting it to the older diffusers `lora.down/up` naming
-    would make the loader drop every attention projection: tested.)"""
+    `transformer.` prefix, with the adapter's config (rank, alpha, targets) as metadata, so
+    the loader scales it by alpha / rank as training did. (Converting it to the older
+    diffusers `lora.down/up` naming would make the loader drop every attention
+    projection; leaving out the metadata makes it assume alpha = rank: both tested.)"""
     from diffusers import FluxPipeline
     from peft.utils import get_peft_model_state_dict
 
     layers = get_peft_model_state_dict(transformer)
     tmp = folder / ".weights-tmp"
-    FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=layers)
+    FluxPipeline.save_lora_weights(
+        tmp,
+        transformer_lora_layers=layers,
+        transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
+    )
     (tmp / WEIGHTS).replace(folder / WEIGHTS)
     tmp.rmdir()
     return folder / WEIGHTS
@@ -229,24 +257,55 @@ def sample_grid(
     pipe, cfg: StudyConfig, cache: dict[str, torch.Tensor], seed: int = 0
 ) -> Image.Image:
     """One image per class (the first 8) with the current weights, side by side, from the
-    cached prompt embeddings (the text encoders are not loaded again)."""
+    cached prompt embeddings (the text encoders are not loaded again).
+
+    The latents are decoded here, cast to the VAE's dtype: under mixed precision the
+    trained transformer returns fp32 (accelerate's autocast wrapper), which the
+    pipeline's own decode would hand to a bf16 VAE."""
+    from diffusers import FluxPipeline
+
     shown = min(8, len(cache["prompt_embeds"]))
     size = cfg.generator.resolution
-    dtype = pipe.transformer.dtype
-    images = pipe(
-        prompt_embeds=cache["prompt_embeds"][:shown].to(dtype),
-        pooled_prompt_embeds=cache["pooled_prompt_embeds"][:shown].to(dtype),
+    vae = pipe.vae
+    latents = pipe(
+        prompt_embeds=cache["prompt_embeds"][:shown].to(vae.dtype),
+        pooled_prompt_embeds=cache["pooled_prompt_embeds"][:shown].to(vae.dtype),
         height=size,
         width=size,
         num_inference_steps=cfg.generation.steps,
         guidance_scale=cfg.generation.guidance_scale,
         max_sequence_length=cfg.generator.max_sequence_length,
         generator=[torch.Generator().manual_seed(seed + i) for i in range(shown)],
+        output_type="latent",
     ).images
+    latents = FluxPipeline._unpack_latents(latents, size, size, pipe.vae_scale_factor)
+    latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+    pixels = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    images = pipe.image_processor.postprocess(pixels, output_type="pil")
     grid = Image.new("RGB", (size * len(images), size))
     for i, image in enumerate(images):
         grid.paste(image, (i * size, 0))
     return grid
+
+
+def build_encoding_cache(
+    cfg: StudyConfig,
+    source: str,
+    records: list,
+    dtype: torch.dtype,
+    device: torch.device,
+    path: Path,
+) -> None:
+    """Encode the LoRA-training images and prompts with the VAE and text encoders alone
+    (the transformer is not loaded), write the tensors to `path`, then free the encoders."""
+    from diffusers.training_utils import free_memory
+
+    pipe = load_flux_pipeline(source, dtype, transformer=None).to(device)
+    loader = ImageLoader(cfg.dataset)
+    cache = encode_training_set(cfg, pipe, [r.label for r in records], [loader(r) for r in records])
+    atomic_write_bytes(path, save({k: v.cpu().contiguous() for k, v in cache.items()}))
+    del pipe, cache
+    free_memory()
 
 
 def lora_key(cfg: StudyConfig) -> str:
@@ -272,7 +331,6 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     `stop_after` ends the run after that many optimizer steps (as a kill would, after a
     checkpoint), for resume tests and budgeted runs; rerunning continues from there.
     """
-    from accelerate import Accelerator
     from peft import LoraConfig
 
     out = lora_dir(cfg)
@@ -292,30 +350,22 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
     source = base_model_source(cfg, manifest.classes)
-    accelerator = Accelerator(mixed_precision=g.mixed_precision)
-    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-        g.mixed_precision
-    ]
+    accelerator = make_accelerator(g.mixed_precision)
+    dtype = weight_dtype(g.mixed_precision)
 
     cache_path = out / "cache.safetensors"
     bench: dict[str, float] = {}
-    if cache_path.exists():
-        cache = load_file(str(cache_path))
-    else:
+    if not cache_path.exists():
         start = time.perf_counter()
-        pipe = load_flux_pipeline(source, weight_dtype).to(accelerator.device)
-        loader = ImageLoader(cfg.dataset)
-        cache = encode_training_set(
-            cfg, pipe, [r.label for r in records], [loader(r) for r in records]
-        )
-        atomic_write_bytes(cache_path, save({k: v.contiguous() for k, v in cache.items()}))
-        del pipe  # the VAE and both text encoders leave memory before training
+        build_encoding_cache(cfg, source, records, dtype, accelerator.device, cache_path)
         bench["cache_s"] = time.perf_counter() - start
+    cache = load_file(str(cache_path))
 
     from diffusers import FluxTransformer2DModel
+    from diffusers.training_utils import cast_training_params
 
     transformer = FluxTransformer2DModel.from_pretrained(
-        source, subfolder="transformer", dtype=weight_dtype
+        source, subfolder="transformer", dtype=dtype
     )
     transformer.requires_grad_(False)
     torch.manual_seed(g.seed)  # the LoRA's initial A matrices
@@ -325,12 +375,11 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             lora_alpha=g.lora.alpha,
             lora_dropout=g.lora.dropout,
             init_lora_weights="gaussian",
-            target_modules=g.lora.target_modules,
+            target_modules=lora_targets(transformer, g.lora.target_modules),
         )
     )
+    cast_training_params(transformer, torch.float32)  # LoRA weights in fp32 under autocast
     params = [p for p in transformer.parameters() if p.requires_grad]
-    for param in params:
-        param.data = param.data.float()
     if g.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     optimizer = _make_optimizer(cfg, params)
@@ -348,7 +397,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     if checkpoint_path.exists():
         from peft.utils import set_peft_model_state_dict
 
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         set_peft_model_state_dict(transformer, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -392,7 +441,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         if sampler is None:
             sampler = load_flux_pipeline(
                 source,
-                weight_dtype,
+                dtype,
                 transformer=accelerator.unwrap_model(transformer),
                 text_encoder=None,
                 text_encoder_2=None,
@@ -409,6 +458,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         "config_hash": key,
         "weights": str(weights),
         "base_model": source,
+        "device": str(accelerator.device),
+        "mixed_precision": g.mixed_precision,
+        "gradient_checkpointing": g.gradient_checkpointing,
         "steps": plan.total_steps,
         "n_images": len(records),
         "epochs": g.epochs,

@@ -38,6 +38,38 @@ def paper_mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean((y_pred.astype(float) - y_true.astype(float)) ** 2))
 
 
+def mse_readings(probs: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """Every plausible reading of the paper's undefined "mse", on the same predictions:
+    squared and root squared class-index error, one-hot MSE (squared probability error
+    averaged over classes), the Brier score (summed over classes) and cross-entropy."""
+    y_pred = probs.argmax(axis=1)
+    index_mse = paper_mse(y_true, y_pred)
+    return {
+        "index_mse": index_mse,
+        "index_rmse": math.sqrt(index_mse),
+        "onehot_mse": brier(probs, y_true) / probs.shape[1],
+        "brier": brier(probs, y_true),
+        "cross_entropy": cross_entropy(probs, y_true),
+    }
+
+
+def reading_bounds(accuracy: float, n_classes: int) -> dict[str, tuple[float, float]]:
+    """The range each reading can take at this accuracy with this many classes, whatever
+    the classifier: the index errors lie between every mistake being one index off and
+    every mistake being n-1 off; one-hot MSE and Brier cannot exceed 2/n and 2; cross-entropy
+    is at least (1 - accuracy) * log 2 (a wrong argmax leaves the truth at most 1/2) and
+    has no upper bound."""
+    wrong = 1 - accuracy
+    far = (n_classes - 1) ** 2
+    return {
+        "index_mse": (wrong, wrong * far),
+        "index_rmse": (math.sqrt(wrong), math.sqrt(wrong * far)),
+        "onehot_mse": (0.0, 2 / n_classes),
+        "brier": (0.0, 2.0),
+        "cross_entropy": (wrong * math.log(2), math.inf),
+    }
+
+
 def brier(probs: np.ndarray, y_true: np.ndarray) -> float:
     """Mean over images of the squared distance between the probabilities and the one-hot truth."""
     onehot = np.eye(probs.shape[1])[y_true]
@@ -59,6 +91,7 @@ def classification_report(probs: np.ndarray, y_true: np.ndarray, classes: list[s
         "loss": cross_entropy(probs, y_true),
         "mse": paper_mse(y_true, y_pred),
         "brier": brier(probs, y_true),
+        "mse_readings": mse_readings(probs, y_true),
         "per_class_accuracy": per_class,
         "confusion": matrix.tolist(),
         "n_test": int(len(y_true)),

@@ -35,6 +35,28 @@ FLUX_SCHEDULER = {
 }
 
 
+def weight_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype frozen weights are held in under a `mixed_precision` setting."""
+    return {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
+
+
+def default_device() -> torch.device:
+    """The first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_accelerator(mixed_precision: str):
+    """An `accelerate.Accelerator` with this precision. Its state is a per-process
+    singleton that refuses a second precision, so it is cleared first (one process may train
+    the bf16 LoRA and an fp32 classifier: a test session, a notebook kernel); the
+    distributed state (`PartialState`) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision)
+
+
 def cache_root() -> Path:
     """Where built and pretrained models are cached: $SYNTHAUG_CACHE or ~/.cache/synthaug."""
     return Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug"))

@@ -132,6 +132,18 @@ def execute(
     partial.replace(output)
 
 
+def check_plan(cfg: StudyConfig) -> None:
+    """Before any compute: every cell of the study can be drawn from the splits and the
+    generated count, or a `DataError` names each cell, the count it needs and the count
+    available. (The splits themselves are checked when the manifest is made.)"""
+    from synthaug.classify import shortfalls, study_cells
+    from synthaug.data import DataError, prepare_data
+
+    problems = shortfalls(cfg, study_cells(cfg.study), prepare_data(cfg, write=False))
+    if problems:
+        raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
+
+
 def run_study(
     profile: str | Path,
     overrides: Mapping[str, Any] | None = None,
@@ -142,6 +154,7 @@ def run_study(
     """`synthaug run`: every task up to `stage` that is not done yet, in order."""
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
+    check_plan(cfg)
     tasks = plan(cfg, stage)
     todo = [task for task in tasks if not task.is_done()]
     echo(

@@ -23,7 +23,8 @@ def test_study_cells_cover_mixes_baselines_and_seeds() -> None:
     cfg = load_config(ROOT / "params" / "smoke.yaml")
     cells = study_cells(cfg.study)
     pairs = list(dict.fromkeys((c.n_generated, c.n_real) for c in cells))
-    assert pairs == [(5, 15), (0, 15), (10, 10), (0, 10), (15, 5), (0, 5), (0, 20), (20, 0)]
+    # generated-only (CAS) has as many images as the largest generated part of a mix
+    assert pairs == [(5, 15), (0, 15), (10, 10), (0, 10), (15, 5), (0, 5), (0, 20), (15, 0)]
     assert len(cells) == len(pairs) * len(cfg.study.seeds)
     assert {c.kind for c in cells} == {"mix", "real_only", "generated_only"}
     assert default_real_count(cfg.study, 5) == 15
@@ -119,3 +120,16 @@ def test_cpu_profile_real_only_is_far_above_chance(tmp_path, ucmerced) -> None:
     metrics = train_cell(cfg, n_generated=0, n_real=None, seed=0)
     assert metrics["cell"]["n_real"] == 1050 and metrics["n_test"] == 420
     assert metrics["accuracy"] > 0.75
+
+
+def test_frechet_distance_is_computed_in_full_fine_tune_mode(tmp_path, ucmerced) -> None:
+    """With no linear-probe cache, the analysis computes the frozen backbone's features
+    itself. The stand-in generated set holds the pool's own images: distance ~0."""
+    from synthaug.analysis import quality
+
+    cfg = smoke_config(tmp_path, **{"classifier.mode": "full"})
+    fake_generated_set(cfg)
+    table = quality(cfg, cells=[])
+    assert list(table.index) == ["agricultural", "beach", "forest", "freeway", "harbor"]
+    assert (table["n_per_side"] == 8).all()
+    assert table["frechet_distance"].abs().max() < 1e-3

@@ -30,8 +30,8 @@ def test_every_profile_validates(name: str) -> None:
     assert cfg.study.resolved_mixes()
 
 
-def test_profiles_are_the_three_the_project_promises() -> None:
-    assert set(PROFILE_NAMES) == {"paper", "ucmerced-cpu", "smoke"}
+def test_profiles_are_the_four_the_project_promises() -> None:
+    assert set(PROFILE_NAMES) == {"paper", "ucmerced-cpu", "smoke", "gpu-smoke"}
 
 
 def test_paper_profile_is_the_paper() -> None:

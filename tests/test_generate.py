@@ -18,12 +18,15 @@ from synthaug.lora import train_lora
 
 from .conftest import smoke_config
 
+# alpha != rank: the generator must scale the LoRA by alpha / rank as training did
+ALPHA = {"generator.lora.alpha": 8}
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A smoke study with its LoRA trained once for this module."""
     root = tmp_path_factory.mktemp("gen")
-    train_lora(smoke_config(root))
+    train_lora(smoke_config(root, **ALPHA))
     return root
 
 
@@ -31,7 +34,7 @@ def fresh(trained, tmp_path, **overrides):
     """A study reusing the module's LoRA but generating into `tmp_path`."""
     import shutil
 
-    cfg = smoke_config(tmp_path, **overrides)
+    cfg = smoke_config(tmp_path, **ALPHA, **overrides)
     shutil.copytree(
         trained / "smoke",
         cfg.run_dir,
@@ -138,7 +141,7 @@ def test_other_settings_never_overwrite_a_set(trained, tmp_path) -> None:
     cfg = fresh(trained, tmp_path)
     generate_images(cfg)
     with pytest.raises(DataError, match="other settings"):
-        generate_images(smoke_config(tmp_path, **{"generation.steps": 5}))
+        generate_images(smoke_config(tmp_path, **ALPHA, **{"generation.steps": 5}))
 
 
 def test_missing_lora_is_explained(tmp_path, ucmerced) -> None:
@@ -160,6 +163,7 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
     base = load_flux_pipeline(base_model_source(cfg, classes)).transformer.state_dict()
     lora = load_file(str(lora_dir(cfg) / WEIGHTS))
     scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
+    assert scaling == 2
     fused = pipe.transformer.state_dict()
     modules = [key[len("transformer.") : -len(".lora_A.weight")] for key in lora if "lora_A" in key]
     assert "transformer_blocks.0.attn.to_q" in modules  # attention too, not only the MLPs

@@ -38,6 +38,16 @@ def test_stopped_and_resumed_run_ends_with_the_same_lora(tmp_path, ucmerced) -> 
     ]
 
 
+def test_lora_adapts_the_blocks_not_the_final_projection(tmp_path, ucmerced) -> None:
+    cfg = smoke_config(tmp_path)
+    train_lora(cfg)
+    modules = {k.rsplit(".lora_", 1)[0] for k in load_file(lora_dir(cfg) / WEIGHTS)}
+    assert "transformer.single_transformer_blocks.0.proj_out" in modules
+    assert "transformer.transformer_blocks.0.attn.to_q" in modules
+    assert "transformer.proj_out" not in modules  # the final output projection stays frozen
+    assert all(".transformer_blocks." in m or ".single_transformer_blocks." in m for m in modules)
+
+
 def test_finished_run_is_reused_and_other_settings_refused(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     first = train_lora(cfg)
@@ -104,3 +114,22 @@ def test_loss_goes_down_on_real_images(tmp_path, ucmerced) -> None:
     losses = [e["loss"] for e in train_lora(cfg)["epoch_loss"]]
     assert len(losses) == 6
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_encoding_loads_no_transformer(tmp_path, ucmerced, monkeypatch) -> None:
+    """The VAE and text encoders encode the cache alone; the transformer is loaded once,
+    for training (on FLUX.1-dev a second load is 24 GB of GPU memory)."""
+    from diffusers import FluxTransformer2DModel
+
+    loads = []
+    original = FluxTransformer2DModel.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FluxTransformer2DModel, "from_pretrained", classmethod(counting))
+    cfg = smoke_config(tmp_path)
+    train_lora(cfg)
+    assert (lora_dir(cfg) / "cache.safetensors").is_file()
+    assert len(loads) == 1

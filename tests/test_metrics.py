@@ -91,3 +91,33 @@ def test_frechet_distance_matches_the_matrix_square_root_form() -> None:
         cov_a + cov_b - 2 * np.real(linalg.sqrtm(cov_a @ cov_b))
     )
     assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-6)
+
+
+def test_every_mse_reading_lies_within_its_bounds_at_that_accuracy() -> None:
+    from synthaug.metrics import classification_report, reading_bounds
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 40))
+        probs = rng.dirichlet(np.full(n, 0.3), size=200)
+        truth = rng.integers(0, n, size=200)
+        report = classification_report(probs, truth, [str(i) for i in range(n)])
+        bounds = reading_bounds(report["accuracy"], n)
+        for name, value in report["mse_readings"].items():
+            low, high = bounds[name]
+            assert low - 1e-9 <= value <= high + 1e-9, (name, value, low, high)
+
+
+def test_paper_mse_cannot_be_a_probability_error() -> None:
+    from synthaug.analysis import paper_mse_fit
+
+    table, text = paper_mse_fit()
+    reach = table["paper rows it can reach"].to_dict()
+    assert reach == {
+        "index_mse": "7 of 7",
+        "index_rmse": "7 of 7",
+        "onehot_mse": "0 of 7",
+        "brier": "0 of 7",
+        "cross_entropy": "7 of 7",
+    }
+    assert "cannot be onehot_mse or brier" in text

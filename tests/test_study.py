@@ -9,6 +9,7 @@ import pytest
 from synthaug.analysis import conclusion
 from synthaug.book import html_index, table_of_contents
 from synthaug.config import read_yaml
+from synthaug.data import DataError
 from synthaug.study import StudyError, Task, _threads_per_kernel, execute, plan, run_study
 
 from .conftest import ROOT, smoke_config
@@ -123,3 +124,146 @@ def test_conclusion_is_computed_from_the_table() -> None:
     assert "ranges from 0.500 to 0.900 (best: 2 generated + 8 real)" in text
     assert "is better than it in 1 of 2 mixes; is within the 95% CI of it in 1 of 2" in text
     assert "Real only, full size: 0.910." in text
+
+
+# PatternNet's 38 class names, as its hub card lists them (ClassLabel names, with spaces).
+PATTERNNET = [
+    "airplane",
+    "baseball field",
+    "basketball court",
+    "beach",
+    "bridge",
+    "cemetery",
+    "chaparral",
+    "christmas tree farm",
+    "closed road",
+    "coastal mansion",
+    "crosswalk",
+    "dense residential",
+    "ferry terminal",
+    "football field",
+    "forest",
+    "freeway",
+    "golf course",
+    "harbor",
+    "intersection",
+    "mobile home park",
+    "nursing home",
+    "oil gas field",
+    "oil well",
+    "overpass",
+    "parking lot",
+    "parking space",
+    "railway",
+    "river",
+    "runway",
+    "runway marking",
+    "shipping yard",
+    "solar panel",
+    "sparse residential",
+    "storage tank",
+    "swimming pool",
+    "tennis court",
+    "transformer station",
+    "wastewater treatment plant",
+]
+
+
+@pytest.fixture(scope="module")
+def patternnet_like(tmp_path_factory, ucmerced):
+    """A small `save_to_disk` folder of PatternNet's schema: one `train` split, `image`
+    (256x256 real aerial JPEGs), `label` a ClassLabel of the 38 names; 4 images a class."""
+    import datasets
+
+    unique = {f.read_bytes(): f for f in sorted(ucmerced.glob("*/*.jpg"), reverse=True)}
+    files = sorted(unique.values())[: 4 * len(PATTERNNET)]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=PATTERNNET)}
+    )
+    rows = {
+        "image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+        "label": [i // 4 for i in range(len(files))],
+    }
+    folder = tmp_path_factory.mktemp("patternnet") / "patternnet"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict(rows, features=features)}
+    ).save_to_disk(str(folder))
+    return folder
+
+
+def _paper_on(folder, output_dir, **overrides) -> dict:
+    """params/paper.yaml on the local folder, with splits that fit 4 images a class."""
+    return {
+        "output_dir": str(output_dir),
+        "dataset.hub_id": str(folder),
+        "splits.lora": 38,
+        "splits.test": 38,
+        **overrides,
+    }
+
+
+def test_paper_plan_that_cannot_be_drawn_stops_before_any_compute(
+    patternnet_like, tmp_path
+) -> None:
+    with pytest.raises(DataError) as caught:
+        run_study(ROOT / "params/paper.yaml", _paper_on(patternnet_like, tmp_path), dry_run=True)
+    message = str(caught.value)
+    assert (
+        "cell gen2000-real8000 needs 211 real images of class 'airplane' (8000 over 38 "
+        "classes) but only 2 are available (and 37 more classes); raise splits.pool" in message
+    )
+    assert message.count("cell ") == 15  # 7 mixes, their 7 real-only baselines, full real
+    assert not (tmp_path / "paper").exists()  # nothing was written, nothing ran
+
+
+def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path) -> None:
+    lines: list[str] = []
+    todo = run_study(
+        ROOT / "params/paper.yaml",
+        _paper_on(patternnet_like, tmp_path, **{"study.total": 76}),
+        dry_run=True,
+        echo=lines.append,
+    )
+    # 7 mixes + 7 same-real baselines + full real + CAS (61 generated, = real-only 61), x 3 seeds
+    assert len(todo) == 2 + 16 * 3 + 2
+    assert any("'n_generated': 61, 'n_real': 0" in line for line in lines)
+
+
+def test_generated_only_baseline_fits_the_generated_set() -> None:
+    """The paper's CAS cell draws the 8,000 images the paper generated, not the 10,000 of a
+    mix: with too few generated images the plan names the cells that cannot be drawn."""
+    from synthaug.classify import shortfalls, study_cells
+    from synthaug.config import load_config
+    from synthaug.data import ImageRecord, Manifest
+
+    cfg = load_config(ROOT / "params/paper.yaml")
+    assert cfg.study.generated_only_count == cfg.generation.count == 8000
+    pool = [ImageRecord(f"{c}/{i}", c, "", "pool") for c in PATTERNNET for i in range(700)]
+    manifest = Manifest(classes=sorted(PATTERNNET), records=pool)
+    assert shortfalls(cfg, study_cells(cfg.study), manifest) == []
+    fewer = load_config(ROOT / "params/paper.yaml", {"generation.count": 7000})
+    problems = shortfalls(fewer, study_cells(fewer.study), manifest)
+    assert [p.split(" needs")[0] for p in problems] == [
+        "cell gen8000-real2000",
+        "cell gen8000-real0",
+    ]
+    assert "185 are available" in problems[0] and "raise generation.count" in problems[0]
+
+
+def test_gpu_smoke_profile_runs_with_the_paper_precision_settings(tmp_path, ucmerced) -> None:
+    """bf16, gradient checkpointing, batch-1 LoRA, full bf16 fine-tune: on the CPU here, on
+    CUDA where there is one."""
+    from synthaug.config import load_config
+    from synthaug.io import read_json
+
+    profile = ROOT / "params/gpu-smoke.yaml"
+    todo = run_study(profile, {"output_dir": str(tmp_path)}, echo=lambda _: None)
+    assert len(todo) == 2 + 6 + 2
+    run = load_config(profile, {"output_dir": str(tmp_path)}).run_dir
+    lora = read_json(run / "lora/summary.json")
+    assert lora["steps"] == 20 * 2 * 2 and lora["mixed_precision"] == "bf16"
+    assert lora["gradient_checkpointing"] and lora["epoch_loss"][-1]["loss"] > 0
+    assert read_json(run / "generated/settings.json")["precision"] == "bf16"
+    cell = read_json(run / "cells/gen5-real15-seed0/metrics.json")
+    assert cell["classifier"]["mode"] == "full" and cell["classifier"]["mixed_precision"] == "bf16"
+    assert (run / "book/_build/html/04_analysis.html").is_file()
