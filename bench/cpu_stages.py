@@ -27,7 +27,6 @@ from common import save  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
 from synthaug.lora import encode_training_set, flow_matching_loss  # noqa: E402
 from synthaug.models import tiny_flux_pipeline  # noqa: E402
-from synthaug.vocab import prompt_corpus  # noqa: E402
 
 CLASSES = ["agricultural", "beach", "forest", "harbor"]
 
@@ -45,7 +44,7 @@ def lora_throughput(cfg, steps: int) -> dict:
     from peft import LoraConfig
 
     g = cfg.generator
-    pipe = tiny_flux_pipeline(g.tiny, prompt_corpus(CLASSES, cfg.generation.prompt_template))
+    pipe = tiny_flux_pipeline(g.tiny)
     generator = torch.Generator().manual_seed(0)
     images = [
         Image.fromarray(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from synthaug.classify import CellRunner, cells_dir, study_cells
@@ -32,6 +33,8 @@ class Analysis:
     curves: pd.DataFrame
     per_class: pd.DataFrame
     quality: pd.DataFrame
+    ceilings: pd.DataFrame
+    nearest: pd.DataFrame
     mse_readings: pd.DataFrame
     paper_mse_fit: pd.DataFrame
     paper_mse_text: str
@@ -48,14 +51,13 @@ def collect(cfg: StudyConfig) -> list[dict]:
 def table1(cfg: StudyConfig) -> pd.DataFrame:
     """The paper's Table 1: the LoRA's training settings, from the config actually used."""
     from synthaug.lora import lora_dir
+    from synthaug.models import base_name
 
     g = cfg.generator
     summary_path = lora_dir(cfg) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rows = {
-        "base model": g.base_model
-        if g.base_model != "tiny"
-        else "tiny FLUX-architecture pipeline" + (" pretrained on AID" if g.pretrain else ""),
+        "base model": base_name(summary["base_model"]) if summary else g.base_model,
         "LoRA rank / alpha / dropout": f"{g.lora.rank} / {g.lora.alpha:g} / {g.lora.dropout:g}",
         "target modules": ", ".join(g.lora.target_modules),
         "training images": summary.get("n_images", "not trained yet"),
@@ -67,6 +69,7 @@ def table1(cfg: StudyConfig) -> pd.DataFrame:
         "schedule (warm-up steps)": f"{g.lr_scheduler} ({g.lr_warmup_steps})",
         "resolution": f"{g.resolution}x{g.resolution}",
         "timestep sampling": g.timestep_sampling,
+        "caption dropout": f"{g.caption_dropout:g}",
         "prompt": cfg.generation.prompt_template,
     }
     paper = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())["table1"]
@@ -297,6 +300,118 @@ def quality(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     return table
 
 
+def _resized_features(runner: CellRunner, cache, records: list[ImageRecord], size: int):
+    """Cache the backbone's features of `records` reduced to `size` px (what a generator of
+    that resolution could at best reproduce); return the records under their cache keys."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    keyed = [replace(r, sha256=f"{r.sha256}@{size}px") for r in records]
+    original = {k.sha256: r for k, r in zip(keyed, records, strict=True)}
+
+    def compute(batch: list[ImageRecord]):
+        images = [
+            runner.load(original[r.sha256]).resize((size, size), Image.Resampling.BICUBIC)
+            for r in batch
+        ]
+        return runner.backbone.features(images, runner.cfg.classifier.batch_size)
+
+    cache.ensure(keyed, compute)
+    return keyed
+
+
+def ceilings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
+    """Per class, what CAS is measured against (all test accuracies, linear probe on the
+    backbone's features): CAS itself; a generator that reproduced its LoRA-training images
+    exactly, at its own resolution (a probe trained on those images reduced to
+    `generator.resolution`, one seed); and real images of the same count as CAS."""
+    from synthaug.classify import FeatureCache, feature_cache_path, train_linear_head
+
+    runner = CellRunner(cfg)
+    classes = runner.classes
+    table = pd.DataFrame(index=classes)
+    table.index.name = "class"
+    groups = _by_pair(cells)
+    for column, key in (
+        ("cas", (cfg.study.generated_only_count, 0)),
+        ("real_same_count", (0, cfg.study.generated_only_count)),
+    ):
+        if groups.get(key):
+            table[column] = pd.DataFrame([m["per_class_accuracy"] for m in groups[key]]).mean()
+    cache = FeatureCache(feature_cache_path(cfg))
+    size = cfg.generator.resolution
+    lora = _resized_features(runner, cache, runner.manifest.split("lora"), size)
+    test = runner.manifest.split("test")
+    cache.ensure(test, runner.features)
+    label = {name: i for i, name in enumerate(classes)}
+    head, _ = train_linear_head(
+        cache.matrix(lora),
+        torch.tensor([label[r.label] for r in lora]),
+        cache.matrix(test),
+        torch.tensor([label[r.label] for r in test]),
+        len(classes),
+        cfg,
+        seed=0,
+    )
+    with torch.no_grad():
+        predicted = head(cache.matrix(test)).argmax(1).numpy()
+    truth = np.array([label[r.label] for r in test])
+    table[f"lora_images_at_{size}px"] = [
+        float((predicted[truth == i] == i).mean()) for i in range(len(classes))
+    ]
+    table.loc["all classes"] = table.mean()
+    return table
+
+
+def nearest_lora_images(cfg: StudyConfig) -> pd.DataFrame:
+    """Each generated image's nearest LoRA-training image of its class in the backbone's
+    features (cosine distance), and, for reference, each real test image's. A generator
+    that memorised its training images puts its images much nearer to them than new real
+    images of the class are."""
+    from synthaug.classify import FeatureCache, feature_cache_path
+
+    runner = CellRunner(cfg)
+    cache = FeatureCache(feature_cache_path(cfg))
+    lora = runner.manifest.split("lora")
+    queries = {"generated": runner.generated(), "real test": runner.manifest.split("test")}
+    cache.ensure(lora + [r for rs in queries.values() for r in rs], runner.features)
+
+    def unit(records: list[ImageRecord]) -> torch.Tensor:
+        return torch.nn.functional.normalize(cache.matrix(records), dim=1)
+
+    rows = []
+    for label in runner.classes:
+        anchors = [r for r in lora if r.label == label]
+        anchor_x = unit(anchors)
+        for kind, records in queries.items():
+            mine = [r for r in records if r.label == label]
+            if not mine:
+                continue
+            distance = 1 - unit(mine) @ anchor_x.T
+            best, index = distance.min(dim=1)
+            rows += [
+                {
+                    "label": label,
+                    "kind": kind,
+                    "ref": r.ref,
+                    "split": r.split,
+                    "sha256": r.sha256,
+                    "nearest_lora_ref": anchors[i].ref,
+                    "distance": float(d),
+                }
+                for r, d, i in zip(mine, best, index.tolist(), strict=True)
+            ]
+    return pd.DataFrame(rows)
+
+
+def memorisation_summary(nearest: pd.DataFrame) -> pd.DataFrame:
+    """Per class: median distance to the nearest LoRA-training image, generated vs real."""
+    table = nearest.pivot_table(index="label", columns="kind", values="distance", aggfunc="median")
+    table.loc["all classes"] = nearest.groupby("kind")["distance"].median()
+    return table
+
+
 def frechet_samples(
     pool: list[ImageRecord], generated: list[ImageRecord]
 ) -> dict[str, tuple[list[ImageRecord], list[ImageRecord]]]:
@@ -371,6 +486,8 @@ def conclusion(t2: pd.DataFrame, base: pd.DataFrame) -> str:
 
 def analyze(cfg: StudyConfig) -> Analysis:
     """Notebook 04's one call."""
+    from synthaug.data import generated_dir
+
     cells = collect(cfg)
     t2 = table2(cfg, cells)
     base = baselines(cfg, cells)
@@ -382,6 +499,10 @@ def analyze(cfg: StudyConfig) -> Analysis:
         curves=curves(cells),
         per_class=per_class(cells),
         quality=quality(cfg, cells),
+        ceilings=ceilings(cfg, cells),
+        nearest=nearest_lora_images(cfg)
+        if (generated_dir(cfg) / "manifest.csv").exists()
+        else pd.DataFrame(),
         mse_readings=mse_readings(cfg, cells),
         paper_mse_fit=fit,
         paper_mse_text=fit_text,

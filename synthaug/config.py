@@ -73,6 +73,12 @@ class TinyFluxConfig(_Section):
     text_dim: int = Field(32, ge=8, description="width of the CLIP and T5 stand-ins")
     text_layers: int = Field(2, ge=1)
     vae_channels: list[int] = Field([32, 64, 64], min_length=2)
+    vae_norm_groups: int = Field(
+        4,
+        ge=1,
+        description="GroupNorm groups in the VAE; one channel per group would normalise "
+        "away each image's colour",
+    )
     vocab_size: int = Field(400, ge=300, description="size of the locally trained tokenizers")
     seed: int = 0
 
@@ -80,6 +86,8 @@ class TinyFluxConfig(_Section):
     def _rope_fits(self) -> TinyFluxConfig:
         if self.attention_head_dim % 16:
             raise ValueError("tiny.attention_head_dim must be a multiple of 16 (3-axis RoPE)")
+        if any(c % self.vae_norm_groups for c in self.vae_channels):
+            raise ValueError("tiny.vae_channels must all be multiples of tiny.vae_norm_groups")
         return self
 
 
@@ -114,6 +122,18 @@ class PretrainConfig(_Section):
 
     path: str = Field(description="ImageFolder of real images, e.g. ../shared/data/aid")
     max_per_class: int | None = Field(None, gt=0, description="cap images per class")
+    caption_template: str = Field(
+        "an aerial image of {class_name}",
+        description="caption of each image; the class folder name as words fills {class_name}",
+    )
+    caption_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of captions replaced by the empty one (for CFG)"
+    )
+    train_text_encoders: bool = Field(
+        False,
+        description="train the tiny CLIP and T5 with the transformer (they stand in "
+        "for pretrained ones); otherwise they stay random and frozen",
+    )
     vae_steps: int = Field(200, gt=0)
     vae_learning_rate: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
@@ -145,6 +165,9 @@ class GeneratorConfig(_Section):
     resolution: int = Field(256, gt=0)
     timestep_sampling: Literal["logit_normal", "uniform", "shifted_sigmoid"] = "logit_normal"
     guidance_scale: float = Field(1.0, ge=0, description="guidance embedding while training")
+    caption_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of LoRA captions replaced by the empty one (for CFG)"
+    )
     max_sequence_length: int = Field(512, gt=0, description="T5 tokens per prompt")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
@@ -158,7 +181,16 @@ class GenerationConfig(_Section):
         "an aerial image of {class_name}", description="must contain {class_name}"
     )
     steps: int = Field(28, gt=0)
-    guidance_scale: float = Field(3.5, ge=0)
+    guidance_scale: float = Field(
+        3.5, ge=0, description="distilled guidance (FLUX.1-dev's guidance embedding)"
+    )
+    true_cfg_scale: float = Field(
+        1.0,
+        ge=1,
+        description="classifier-free guidance against `negative_prompt` for bases "
+        "that are not guidance-distilled (two passes per step); 1 = off",
+    )
+    negative_prompt: str = Field("", description="the unconditional prompt of true CFG")
     lora_scale: float = Field(1.0, ge=0)
     batch_size: int = Field(4, gt=0)
     seed: int = 0

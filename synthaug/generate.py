@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from synthaug.config import StudyConfig, config_hash
+from synthaug.config import StudyConfig
 from synthaug.data import DataError, generated_dir, prepare_data, spread
 from synthaug.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file, write_json
 from synthaug.lora import WEIGHTS, base_model_source, lora_dir, prompt_for
-from synthaug.models import default_device, load_flux_pipeline, weight_dtype
+from synthaug.models import base_name, default_device, load_flux_pipeline, weight_dtype
 
 log = logging.getLogger(__name__)
 FIELDS = (
@@ -93,13 +93,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def _settings(cfg: StudyConfig, source: str, lora_sha: str) -> dict:
     g = cfg.generation
     return {
-        "base_model": source if cfg.generator.base_model != "tiny" else "tiny",
-        "base_config": config_hash(cfg.generator.tiny),
+        "base_model": base_name(source),
         "lora_sha256": lora_sha,
         "count": g.count,
         "prompt_template": g.prompt_template,
         "steps": g.steps,
         "guidance_scale": g.guidance_scale,
+        "true_cfg_scale": g.true_cfg_scale,
         "lora_scale": g.lora_scale,
         "seed": g.seed,
         "resolution": cfg.generator.resolution,
@@ -136,7 +136,7 @@ def load_generator(cfg: StudyConfig, classes: list[str], device: str | torch.dev
 
     Weights are held in the dtype of `generator.mixed_precision` (bf16 for the paper
     profile), on `device` (default: the first GPU, else the CPU)."""
-    source = base_model_source(cfg, classes)
+    source = base_model_source(cfg)
     weights = lora_dir(cfg) / WEIGHTS
     if not weights.is_file():
         raise DataError(
@@ -164,6 +164,8 @@ def denoise(pipe, cfg: StudyConfig, jobs: list[Job], output_type: str = "pil") -
         width=size,
         num_inference_steps=cfg.generation.steps,
         guidance_scale=cfg.generation.guidance_scale,
+        true_cfg_scale=cfg.generation.true_cfg_scale,
+        negative_prompt=[""] * len(jobs),
         max_sequence_length=cfg.generator.max_sequence_length,
         generator=[torch.Generator().manual_seed(job.seed) for job in jobs],
         output_type=output_type,

@@ -34,7 +34,6 @@ from synthaug.config import TINY, StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.io import atomic_write_bytes, atomic_write_text, write_json
 from synthaug.models import load_flux_pipeline, make_accelerator, tiny_flux_dir, weight_dtype
-from synthaug.vocab import prompt_corpus
 
 log = logging.getLogger(__name__)
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -44,15 +43,16 @@ def lora_dir(cfg: StudyConfig) -> Path:
     return cfg.run_dir / "lora"
 
 
-def base_model_source(cfg: StudyConfig, classes: list[str]) -> str:
-    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally."""
+def base_model_source(cfg: StudyConfig) -> str:
+    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally
+    (pretrained when the profile says so). It depends on the base's own settings only,
+    never on the study's dataset: every study with the same base shares one cached copy."""
     if cfg.generator.base_model == TINY:
         if cfg.generator.pretrain is not None:
             from synthaug.pretrain import pretrained_base_dir
 
-            return pretrained_base_dir(cfg, classes)
-        corpus = prompt_corpus(classes, cfg.generation.prompt_template)
-        return str(tiny_flux_dir(cfg.generator.tiny, corpus))
+            return pretrained_base_dir(cfg)
+        return str(tiny_flux_dir(cfg.generator.tiny))
     return cfg.generator.base_model
 
 
@@ -80,27 +80,28 @@ def encode_training_set(
         ).to(vae.device, vae.dtype)
         mean = vae.encode(batch).latent_dist.mode()
         latents.append((mean - vae.config.shift_factor) * vae.config.scaling_factor)
-    return {"latents": torch.cat(latents).float(), **encode_prompts(cfg, pipe, labels)}
+    return {"latents": torch.cat(latents).float(), **encode_class_prompts(cfg, pipe, labels)}
+
+
+def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:
+    """Each prompt encoded by CLIP (pooled) and T5 (sequence), followed by the empty prompt
+    (the last row: the unconditional caption of caption dropout and true CFG)."""
+    embeds, pooled, _ = pipe.encode_prompt(
+        [*prompts, ""], prompt_2=None, max_sequence_length=max_sequence_length
+    )
+    return {"prompt_embeds": embeds.float(), "pooled_prompt_embeds": pooled.float()}
 
 
 @torch.no_grad()
-def encode_prompts(
-    cfg: StudyConfig, pipe, labels: list[str], classes: list[str] | None = None
-) -> dict[str, torch.Tensor]:
-    """Each class prompt encoded once by CLIP (pooled) and T5 (sequence), in the order of
-    `classes` (default: the labels' classes, sorted), and each label's row among them."""
-    classes = classes if classes is not None else sorted(set(labels))
-    embeds, pooled, _ = pipe.encode_prompt(
-        [prompt_for(cfg, label) for label in classes],
-        prompt_2=None,
-        max_sequence_length=cfg.generator.max_sequence_length,
+def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str, torch.Tensor]:
+    """Each class prompt (classes sorted) encoded once, and each label's row among them."""
+    classes = sorted(set(labels))
+    encoded = encode_prompts(
+        pipe, [prompt_for(cfg, c) for c in classes], cfg.generator.max_sequence_length
     )
     index = {label: i for i, label in enumerate(classes)}
-    return {
-        "prompt_index": torch.tensor([index[label] for label in labels], device=embeds.device),
-        "prompt_embeds": embeds.float(),
-        "pooled_prompt_embeds": pooled.float(),
-    }
+    device = encoded["prompt_embeds"].device
+    return {"prompt_index": torch.tensor([index[x] for x in labels], device=device), **encoded}
 
 
 def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -121,11 +122,15 @@ def flow_matching_loss(
     rows: torch.Tensor,
     step_seed: int,
     cfg: StudyConfig,
+    caption_dropout: float = 0.0,
 ) -> torch.Tensor:
-    """The rectified-flow loss on packed latents for one batch of cached images.
+    """The rectified-flow loss on packed latents for one batch of cached images, each
+    caption replaced by the empty one (the prompt tensors' last row) with probability
+    `caption_dropout`.
 
-    Noise and times come from a CPU generator seeded by `step_seed` (the same numbers on
-    any device, so a resumed run is bit-identical), then move to the cache's device."""
+    Noise, times and dropout come from a CPU generator seeded by `step_seed` (the same
+    numbers on any device, so a resumed run is bit-identical), then move to the cache's
+    device."""
     from diffusers import FluxPipeline
 
     generator = torch.Generator().manual_seed(step_seed)
@@ -135,6 +140,10 @@ def flow_matching_loss(
     sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
     noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
     prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
+    if caption_dropout > 0:
+        dropped = torch.rand(batch, generator=generator) < caption_dropout
+        empty = len(cache["prompt_embeds"]) - 1
+        prompts = torch.where(dropped.to(prompts.device), empty, prompts)
     device, dtype = transformer.device, transformer.dtype
     guidance = None
     if transformer.config.guidance_embeds:
@@ -264,12 +273,18 @@ def sample_grid(
     pipeline's own decode would hand to a bf16 VAE."""
     from diffusers import FluxPipeline
 
-    shown = min(8, len(cache["prompt_embeds"]))
+    shown = min(8, len(cache["prompt_embeds"]) - 1)  # the last row is the empty prompt
     size = cfg.generator.resolution
     vae = pipe.vae
+    empty = {
+        "negative_prompt_embeds": cache["prompt_embeds"][-1:].expand(shown, -1, -1),
+        "negative_pooled_prompt_embeds": cache["pooled_prompt_embeds"][-1:].expand(shown, -1),
+    }
     latents = pipe(
         prompt_embeds=cache["prompt_embeds"][:shown].to(vae.dtype),
         pooled_prompt_embeds=cache["pooled_prompt_embeds"][:shown].to(vae.dtype),
+        true_cfg_scale=cfg.generation.true_cfg_scale,
+        **{k: v.to(vae.dtype) for k, v in empty.items()},
         height=size,
         width=size,
         num_inference_steps=cfg.generation.steps,
@@ -349,7 +364,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
 
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
-    source = base_model_source(cfg, manifest.classes)
+    source = base_model_source(cfg)
     accelerator = make_accelerator(g.mixed_precision)
     dtype = weight_dtype(g.mixed_precision)
 
@@ -415,7 +430,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         batches = plan.order(g.seed, epoch)
         for rows in batches[step - epoch * plan.steps_per_epoch :]:
             torch.manual_seed(g.seed * 1_000_003 + step)  # LoRA dropout, if any
-            loss = flow_matching_loss(transformer, cache, rows, g.seed * 1_000_003 + step, cfg)
+            loss = flow_matching_loss(
+                transformer, cache, rows, g.seed * 1_000_003 + step, cfg, g.caption_dropout
+            )
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from diffusers import FluxPipeline
 
 DINOV2_OFFLINE = "dinov2-small-offline"
+# Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
+TOKENIZERS_VERSION = "fixed-aerial-v1"
 
 # FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
 FLUX_SCHEDULER = {
@@ -86,8 +88,9 @@ def _rope_axes(head_dim: int) -> tuple[int, int, int]:
     return head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8
 
 
-def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
-    """A randomly initialised FLUX-architecture pipeline built from `cfg` (not saved)."""
+def tiny_flux_pipeline(cfg: TinyFluxConfig) -> FluxPipeline:
+    """A randomly initialised FLUX-architecture pipeline built from `cfg` (not saved), with
+    the fixed tokenizers of `synthaug.vocab` (the same for every dataset)."""
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -99,8 +102,8 @@ def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
     from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
 
     torch.manual_seed(cfg.seed)
-    clip_tokenizer = train_clip_tokenizer(corpus, cfg.vocab_size)
-    t5_tokenizer = train_t5_tokenizer(corpus, cfg.vocab_size)
+    clip_tokenizer = train_clip_tokenizer(cfg.vocab_size)
+    t5_tokenizer = train_t5_tokenizer(cfg.vocab_size)
     heads = max(1, cfg.text_dim // 16)
     clip = CLIPTextModel(
         CLIPTextConfig(
@@ -137,7 +140,7 @@ def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
         down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks,
         layers_per_block=1,
-        norm_num_groups=min(32, min(cfg.vae_channels)),
+        norm_num_groups=cfg.vae_norm_groups,
         use_quant_conv=False,
         use_post_quant_conv=False,
         scaling_factor=1.0,
@@ -169,10 +172,17 @@ def tiny_flux_pipeline(cfg: TinyFluxConfig, corpus: list[str]) -> FluxPipeline:
     return pipe
 
 
-def tiny_flux_dir(cfg: TinyFluxConfig, corpus: list[str]) -> Path:
+def tiny_flux_dir(cfg: TinyFluxConfig) -> Path:
     """Build (once, cached by config) and save a tiny FLUX pipeline; return its folder."""
-    target = cache_root() / f"tiny-flux-{config_hash(cfg, corpus)}"
-    return build_once(target, lambda tmp: tiny_flux_pipeline(cfg, corpus).save_pretrained(tmp))
+    target = cache_root() / f"tiny-flux-{config_hash(cfg, TOKENIZERS_VERSION)}"
+    return build_once(target, lambda tmp: tiny_flux_pipeline(cfg).save_pretrained(tmp))
+
+
+def base_name(source: str | Path) -> str:
+    """How manifests and tables name a base: its hub id or folder, or for a base this
+    package built, its cache folder's name (which carries its config hash)."""
+    path = Path(source)
+    return path.name if path.parent == cache_root() else str(source)
 
 
 def load_flux_pipeline(

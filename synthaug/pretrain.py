@@ -22,10 +22,12 @@ from tqdm.auto import tqdm
 from synthaug.config import StudyConfig, config_hash, resolve_path
 from synthaug.data import FolderSource, decode_image
 from synthaug.io import write_json
-from synthaug.models import build_once, cache_root, tiny_flux_pipeline
-from synthaug.vocab import prompt_corpus
+from synthaug.models import TOKENIZERS_VERSION, build_once, cache_root, tiny_flux_pipeline
+from synthaug.vocab import caption_words
 
 log = logging.getLogger(__name__)
+# Part of the base's cache key: bump it when the pretraining procedure itself changes.
+PRETRAINING_VERSION = "warmup-cosine-coarse-l1-v2"
 
 
 def load_images(cfg: StudyConfig) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -49,10 +51,28 @@ def _as_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
+def warmup_cosine(optimizer, steps: int):
+    """Linear warm-up over the first 3% of the steps, then cosine decay to zero."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        "cosine", optimizer, num_warmup_steps=max(1, steps * 3 // 100), num_training_steps=steps
+    )
+
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 at full resolution plus L1 of the images averaged to 1/8 of their side: the
+    coarse term weighs colour and layout, which a short full-resolution L1 alone leaves
+    washed out (fine texture dominates it)."""
+    coarse = torch.nn.functional.avg_pool2d
+    return (recon - x).abs().mean() + (coarse(recon, 8) - coarse(x, 8)).abs().mean()
+
+
 def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
     pre = cfg.generator.pretrain
     generator = torch.Generator().manual_seed(pre.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=pre.vae_learning_rate)
+    schedule = warmup_cosine(optimizer, pre.vae_steps)
     vae.train()
     losses = []
     for _ in tqdm(range(pre.vae_steps), desc="pretrain VAE", unit="step"):
@@ -60,9 +80,10 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
         x = _as_float(pixels[rows])
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
-        loss = (recon - x).abs().mean() + pre.kl_weight * posterior.kl().mean()
+        loss = reconstruction_loss(recon, x) + pre.kl_weight * posterior.kl().mean()
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
     vae.eval()
@@ -79,56 +100,91 @@ def encode_all(vae, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     )
 
 
+def captions(classes: list[str], template: str) -> list[str]:
+    """Each pretraining class's caption: its folder name as words in the template."""
+    return [template.format(class_name=caption_words(label)) for label in classes]
+
+
 def train_transformer(
     pipe, latents: torch.Tensor, labels: list[str], classes: list[str], cfg: StudyConfig
 ) -> list[float]:
+    """The transformer (and, if the profile says so, the text encoders) trained with the
+    LoRA's rectified-flow loss, captions dropped to the empty one at `caption_dropout`."""
     from synthaug.lora import encode_prompts, flow_matching_loss
 
     pre = cfg.generator.pretrain
-    cache = {"latents": latents, **encode_prompts(cfg, pipe, labels, classes)}
-    transformer = pipe.transformer
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=pre.transformer_learning_rate)
+    texts = captions(classes, pre.caption_template)
+    max_length = cfg.generator.max_sequence_length
+    index = {label: i for i, label in enumerate(classes)}
+    cache = {"latents": latents, "prompt_index": torch.tensor([index[x] for x in labels])}
+    encoders = [pipe.text_encoder, pipe.text_encoder_2] if pre.train_text_encoders else []
+    params = [*pipe.transformer.parameters(), *(p for e in encoders for p in e.parameters())]
+    optimizer = torch.optim.AdamW(params, lr=pre.transformer_learning_rate)
+    schedule = warmup_cosine(optimizer, pre.transformer_steps)
     generator = torch.Generator().manual_seed(pre.seed + 1)
-    transformer.train()
+    for module in (pipe.transformer, *encoders):
+        module.train()
+    if not encoders:
+        with torch.no_grad():
+            fixed = encode_prompts(pipe, texts, max_length)
     losses = []
     for step in tqdm(range(pre.transformer_steps), desc="pretrain transformer", unit="step"):
         rows = torch.randint(len(latents), (pre.batch_size,), generator=generator)
-        loss = flow_matching_loss(transformer, cache, rows, pre.seed * 1_000_003 + step, cfg)
+        prompts = encode_prompts(pipe, texts, max_length) if encoders else fixed
+        loss = flow_matching_loss(
+            pipe.transformer,
+            cache | prompts,
+            rows,
+            pre.seed * 1_000_003 + step,
+            cfg,
+            pre.caption_dropout,
+        )
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    transformer.eval()
+    for module in (pipe.transformer, *encoders):
+        module.eval()
     return losses
 
 
-def pretrained_base_dir(cfg: StudyConfig, study_classes: list[str]) -> str:
-    """Pretrain (once, cached by config) and return the folder of the pretrained pipeline."""
+def base_key(cfg: StudyConfig) -> str:
+    """The pretrained base's identity: its architecture, tokenizers, pretraining data and
+    settings, and the training settings its loss shares with the LoRA. Nothing of the
+    study's dataset or prompts."""
     pre = cfg.generator.pretrain
     assert pre is not None
-    key = config_hash(
-        cfg.generator.tiny,
+    g = cfg.generator
+    return config_hash(
+        g.tiny,
+        TOKENIZERS_VERSION,
+        PRETRAINING_VERSION,
         pre.model_dump(mode="json"),
-        study_classes,
-        cfg.generator.resolution,
-        cfg.generator.max_sequence_length,
-        cfg.generator.timestep_sampling,
-        cfg.generator.guidance_scale,
-        cfg.generation.prompt_template,
+        g.resolution,
+        g.max_sequence_length,
+        g.timestep_sampling,
+        g.guidance_scale,
     )
+
+
+def pretrained_base_dir(cfg: StudyConfig) -> str:
+    """Pretrain (once, cached by `base_key`) and return the folder of the pretrained pipeline."""
+    pre = cfg.generator.pretrain
+    assert pre is not None
 
     def build(folder) -> None:
         torch.manual_seed(pre.seed)
         start = time.perf_counter()
         pixels, labels, classes = load_images(cfg)
-        corpus = prompt_corpus(
-            sorted(set(classes) | set(study_classes)), cfg.generation.prompt_template
-        )
-        pipe = tiny_flux_pipeline(cfg.generator.tiny, corpus)
+        pipe = tiny_flux_pipeline(cfg.generator.tiny)
+        vae_start = time.perf_counter()
         vae_losses = train_vae(pipe.vae, pixels, cfg)
+        vae_s = time.perf_counter() - vae_start
         raw = encode_all(pipe.vae, pixels)
         shift, scale = raw.mean().item(), 1.0 / raw.std().item()
         pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+        tr_start = time.perf_counter()
         tr_losses = train_transformer(pipe, (raw - shift) * scale, labels, classes, cfg)
         pipe.save_pretrained(folder)
         write_json(
@@ -136,7 +192,10 @@ def pretrained_base_dir(cfg: StudyConfig, study_classes: list[str]) -> str:
             {
                 "images": len(labels),
                 "classes": classes,
+                "captions": captions(classes, pre.caption_template),
                 "seconds": time.perf_counter() - start,
+                "vae_seconds": vae_s,
+                "transformer_seconds": time.perf_counter() - tr_start,
                 "vae_loss_first_last": [vae_losses[0], vae_losses[-1]],
                 "transformer_loss_first_last": [tr_losses[0], tr_losses[-1]],
                 "latent_shift": shift,
@@ -151,4 +210,4 @@ def pretrained_base_dir(cfg: StudyConfig, study_classes: list[str]) -> str:
             time.perf_counter() - start,
         )
 
-    return str(build_once(cache_root() / f"tiny-flux-pretrained-{key}", build))
+    return str(build_once(cache_root() / f"tiny-flux-pretrained-{base_key(cfg)}", build))

@@ -112,9 +112,10 @@ def aggregate(cells: list[dict], metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure1(cfg, n_classes: int = 6, per_class: int = 2) -> Figure:
-    """The paper's Figure 1: generated and real images side by side, a class per row
-    (columns alternate generated, real). Saved as `generated/figure1.png`."""
+def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure:
+    """The paper's Figure 1, with enough images to judge: for each class (default: all), a
+    row of `per_class` generated images, then `per_class` real pool images. Saved as
+    `generated/figure1.png`."""
     from synthaug.data import ImageLoader, generated_dir, prepare_data, read_generated_manifest
 
     manifest = prepare_data(cfg)
@@ -124,24 +125,73 @@ def figure1(cfg, n_classes: int = 6, per_class: int = 2) -> Figure:
     fig, axes = plt.subplots(
         len(classes),
         2 * per_class,
-        figsize=(2.2 * 2 * per_class, 2.2 * len(classes)),
+        figsize=(1.1 * 2 * per_class + 1.6, 1.1 * len(classes) + 0.4),
         squeeze=False,
     )
     for row, label in enumerate(classes):
         fakes = [r for r in generated if r.label == label][:per_class]
         reals = [r for r in manifest.split("pool") if r.label == label][:per_class]
-        for pair, (fake, real) in enumerate(zip(fakes, reals, strict=False)):
-            for offset, (record, kind) in enumerate(((fake, "generated"), (real, "real"))):
-                ax = axes[row, 2 * pair + offset]
-                ax.imshow(load(record))
-                if row == 0:
-                    ax.set_title(kind)
-        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+        for column, record in enumerate(fakes + reals):
+            axes[row, column if column < len(fakes) else per_class + column - len(fakes)].imshow(
+                load(record)
+            )
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    axes[0, 0].set_title("generated", loc="left", fontsize="small")
+    axes[0, per_class].set_title("real", loc="left", fontsize="small")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+        ax.spines[:].set_visible(False)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
     fig.savefig(generated_dir(cfg) / "figure1.png", dpi=100)
+    return fig
+
+
+def plot_nearest(cfg, nearest: pd.DataFrame, n_classes: int = 8) -> Figure:
+    """Memorisation check: for the first classes, the two generated images nearest to a
+    LoRA-training image, each beside that image, with their cosine distance in the
+    classifier's features; and every generated vs real-test image's nearest distance."""
+    from synthaug.data import GENERATED, ImageLoader, ImageRecord, generated_dir, prepare_data
+
+    lora = {r.ref: r for r in prepare_data(cfg).split("lora")}
+    load = ImageLoader(cfg.dataset, generated_dir(cfg))
+    generated = nearest[nearest["kind"] == "generated"]
+    classes = list(dict.fromkeys(generated["label"]))[:n_classes]
+    fig = plt.figure(figsize=(12, 1.3 * len(classes) + 3))
+    grid = fig.add_gridspec(len(classes) + 2, 5, width_ratios=[1, 1, 0.3, 1, 1])
+    for row, label in enumerate(classes):
+        closest = generated[generated["label"] == label].nsmallest(2, "distance")
+        for pair, item in enumerate(closest.itertuples()):
+            fake = ImageRecord(item.ref, item.label, item.sha256, GENERATED)
+            for offset, record in enumerate((fake, lora[item.nearest_lora_ref])):
+                ax = fig.add_subplot(grid[row, 3 * pair + offset])
+                ax.imshow(load(record))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if offset == 0:
+                    ax.set_title(f"d = {item.distance:.3f}", fontsize="x-small", loc="left")
+                if pair == 0 and offset == 0:
+                    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    ax = fig.add_subplot(grid[len(classes) :, :])
+    for kind, frame in nearest.groupby("kind"):
+        ax.hist(frame["distance"], bins=40, alpha=0.6, label=kind, density=True)
+    ax.set(
+        xlabel="cosine distance to the nearest LoRA-training image of the class", ylabel="density"
+    )
+    ax.legend()
+    fig.suptitle("generated image | its nearest LoRA-training image", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ceilings(ceilings: pd.DataFrame) -> Figure:
+    """CAS per class beside what it is measured against."""
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(ceilings) + 1.8))
+    ceilings.iloc[::-1].plot.barh(ax=ax, width=0.8)
+    ax.set(xlabel="test accuracy on real images", ylabel="", xlim=(0, 1))
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
     return fig
 
 

@@ -45,15 +45,15 @@ def test_sampling_is_balanced_seeded_and_never_touches_test(tmp_path, ucmerced) 
         sample_balanced(pool, 45, manifest.classes, seed=0, tag="real")
 
 
-def fake_generated_set(cfg) -> None:
+def fake_generated_set(cfg, split: str = "pool") -> None:
     """Stands in for 02_generate's output format (ImageFolder + manifest.csv) using real
-    pool images, so mixing can be tested on its own."""
+    images of `split`, so mixing can be tested on its own."""
     manifest = prepare_data(cfg)
     out = generated_dir(cfg)
     with open(out.parent / "generated.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "sha256"])
-        for record in manifest.split("pool"):
+        for record in manifest.split(split):
             (out / record.label).mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT.parent / "shared/data/ucmerced" / record.ref, out / record.ref)
             writer.writerow([record.ref, record.label, record.sha256])
@@ -133,3 +133,29 @@ def test_frechet_distance_is_computed_in_full_fine_tune_mode(tmp_path, ucmerced)
     assert list(table.index) == ["agricultural", "beach", "forest", "freeway", "harbor"]
     assert (table["n_per_side"] == 8).all()
     assert table["frechet_distance"].abs().max() < 1e-3
+
+
+def test_a_generator_that_copies_its_lora_images_is_caught(tmp_path, ucmerced) -> None:
+    """Generated images that are the LoRA-training images sit at distance 0 from them,
+    far nearer than new real images of the class."""
+    from synthaug.analysis import memorisation_summary, nearest_lora_images
+
+    cfg = smoke_config(tmp_path)
+    fake_generated_set(cfg, split="lora")
+    nearest = nearest_lora_images(cfg)
+    assert set(nearest["kind"]) == {"generated", "real test"}
+    copies = nearest[nearest["kind"] == "generated"]
+    assert len(copies) == 20 and copies["distance"].abs().max() < 1e-5
+    assert (copies["ref"] == copies["nearest_lora_ref"]).all()
+    summary = memorisation_summary(nearest)
+    assert (summary["real test"] > summary["generated"]).all()
+
+
+def test_ceilings_train_on_lora_images_at_the_generator_resolution(tmp_path, ucmerced) -> None:
+    from synthaug.analysis import ceilings
+
+    cfg = smoke_config(tmp_path)
+    table = ceilings(cfg, cells=[])
+    assert list(table.columns) == ["lora_images_at_32px"]
+    assert table.index[-1] == "all classes" and len(table) == 6
+    assert table["lora_images_at_32px"].between(0, 1).all()

@@ -30,7 +30,7 @@ def test_lora_step_encodes_and_trains_on_the_models_device(device, tmp_path, ucm
 
     cfg = smoke_config(tmp_path)
     manifest = prepare_data(cfg)
-    source = base_model_source(cfg, manifest.classes)
+    source = base_model_source(cfg)
     records = manifest.split("lora")[:4]
     loader = ImageLoader(cfg.dataset)
     encoders = load_flux_pipeline(source, transformer=None).to(device)

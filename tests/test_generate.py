@@ -160,7 +160,7 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
     cfg = fresh(trained, tmp_path, **{"generation.lora_scale": 0.5})
     classes = prepare_data(cfg).classes
     pipe, _, _ = generate.load_generator(cfg, classes)
-    base = load_flux_pipeline(base_model_source(cfg, classes)).transformer.state_dict()
+    base = load_flux_pipeline(base_model_source(cfg)).transformer.state_dict()
     lora = load_file(str(lora_dir(cfg) / WEIGHTS))
     scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
     assert scaling == 2

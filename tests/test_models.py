@@ -4,9 +4,6 @@ from transformers import AutoImageProcessor, ViTForImageClassification
 
 from synthaug.config import TinyFluxConfig, TinyVitConfig
 from synthaug.models import load_flux_pipeline, tiny_flux_dir, tiny_vit_dir
-from synthaug.vocab import prompt_corpus
-
-CORPUS = prompt_corpus(["beach", "forest", "harbor"], "an aerial image of {class_name}")
 
 
 def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
@@ -22,7 +19,7 @@ def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
 
 
 def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
     assert type(pipe).__name__ == "FluxPipeline"
     assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
     assert pipe.vae.config.latent_channels == 16
@@ -34,7 +31,7 @@ def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> No
 
 
 def test_tiny_flux_save_load_round_trip_is_identical(tmp_path) -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
     pipe.save_pretrained(tmp_path / "copy")
     again = load_flux_pipeline(tmp_path / "copy")
     np.testing.assert_array_equal(generate(pipe, 32), generate(again, 32))
@@ -42,20 +39,20 @@ def test_tiny_flux_save_load_round_trip_is_identical(tmp_path) -> None:
 
 
 def test_tiny_flux_cache_is_keyed_by_config() -> None:
-    first = tiny_flux_dir(TinyFluxConfig(), CORPUS)
-    assert tiny_flux_dir(TinyFluxConfig(), CORPUS) == first
-    assert tiny_flux_dir(TinyFluxConfig(seed=1), CORPUS) != first
+    first = tiny_flux_dir(TinyFluxConfig())
+    assert tiny_flux_dir(TinyFluxConfig()) == first
+    assert tiny_flux_dir(TinyFluxConfig(seed=1)) != first
 
 
 def test_locally_trained_tokenizers_encode_class_prompts() -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig(), CORPUS))
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
     clip_ids = pipe.tokenizer("an aerial image of harbor").input_ids
     t5_ids = pipe.tokenizer_2("an aerial image of harbor").input_ids
     assert clip_ids[0] == pipe.tokenizer.bos_token_id
     assert clip_ids[-1] == pipe.tokenizer.eos_token_id
     assert t5_ids[-1] == pipe.tokenizer_2.eos_token_id
-    # trained on the prompt vocabulary, so the class word is one token, not characters
-    assert "harbor</w>" in pipe.tokenizer.convert_ids_to_tokens(clip_ids)
+    # trained on aerial captions, so their words are single tokens, not characters
+    assert "aerial</w>" in pipe.tokenizer.convert_ids_to_tokens(clip_ids)
     assert pipe.tokenizer.decode(clip_ids, skip_special_tokens=True).strip() == (
         "an aerial image of harbor"
     )
@@ -75,3 +72,26 @@ def test_tiny_vit_loads_like_vit_base_in21k() -> None:
     assert batch["pixel_values"].shape == (2, 3, 32, 32)
     with torch.no_grad():
         assert model(**batch).logits.shape == (2, 3)
+
+
+def test_tokenizers_encode_any_class_name_without_unknowns() -> None:
+    """The vocabulary is fixed (not fitted to a dataset): a class name it never saw still
+    encodes, in pieces, and decodes back."""
+    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
+    prompt = "an aerial image of Quarry-Terraces, wind farm 42"
+    clip_ids = pipe.tokenizer(prompt).input_ids
+    t5_ids = pipe.tokenizer_2(prompt).input_ids
+    assert pipe.tokenizer.unk_token_id not in clip_ids[1:-1]  # CLIP's unk is its end token
+    assert pipe.tokenizer_2.unk_token_id not in t5_ids
+    clip_text = pipe.tokenizer.decode(clip_ids, skip_special_tokens=True)
+    assert clip_text.replace(" ", "") == prompt.lower().replace(" ", "")  # CLIP spaces pieces
+    assert pipe.tokenizer_2.decode(t5_ids, skip_special_tokens=True) == prompt
+
+
+def test_caption_words_splits_folder_names() -> None:
+    from synthaug.vocab import caption_words
+
+    assert caption_words("DenseResidential") == "dense residential"
+    assert caption_words("storage_tanks") == "storage tanks"
+    assert caption_words("RailwayStation") == "railway station"
+    assert caption_words("beach") == "beach"

@@ -1,0 +1,126 @@
+"""Class information of a profile's pretrained tiny base, before any LoRA: its CAS on AID.
+
+    python bench/base_cas.py [--profile params/ucmerced-cpu.yaml] [--per-class 10]
+
+Generates `--per-class` images for each pretraining class (its caption, the profile's
+generation steps and true CFG), trains the profile's classifier (linear probe on the
+frozen backbone) on them, and tests it on `--test-per-class` real images of each class
+(seeded draw). Also reports how well the VAE keeps colour. Prints and writes
+`bench/results/base_cas.json`; the base is pretrained first if it is not cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+from synthaug.classify import Backbone, to_pixels, train_linear_head  # noqa: E402
+from synthaug.config import load_config, resolve_path  # noqa: E402
+from synthaug.data import FolderSource, decode_image  # noqa: E402
+from synthaug.lora import base_model_source  # noqa: E402
+from synthaug.models import load_flux_pipeline  # noqa: E402
+from synthaug.pretrain import captions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=str(ROOT / "params" / "ucmerced-cpu.yaml"))
+    parser.add_argument("--per-class", type=int, default=10)
+    parser.add_argument("--test-per-class", type=int, default=10)
+    args = parser.parse_args()
+    cfg = load_config(args.profile)
+    pre, gen, size = cfg.generator.pretrain, cfg.generation, cfg.generator.resolution
+    if pre is None:
+        raise SystemExit(f"{args.profile} has no generator.pretrain section")
+    source = FolderSource(resolve_path(pre.path), None)
+    pipe = load_flux_pipeline(base_model_source(cfg))
+    pipe.set_progress_bar_config(disable=True)
+
+    start, images, labels = time.perf_counter(), [], []
+    for index, caption in enumerate(captions(source.classes, pre.caption_template)):
+        n = args.per_class
+        images += pipe(
+            [caption] * n,
+            height=size,
+            width=size,
+            num_inference_steps=gen.steps,
+            guidance_scale=gen.guidance_scale,
+            true_cfg_scale=gen.true_cfg_scale,
+            negative_prompt=[""] * n,
+            max_sequence_length=cfg.generator.max_sequence_length,
+            generator=[torch.Generator().manual_seed(1000 * index + i) for i in range(n)],
+        ).images
+        labels += [index] * n
+    generate_s = time.perf_counter() - start
+
+    draw = random.Random(0)
+    real, real_labels = [], []
+    for index, label in enumerate(source.classes):
+        files = sorted((source.root / label).iterdir())
+        for path in draw.sample(files, args.test_per_class):
+            real.append(decode_image(path.read_bytes(), 256, str(path)))
+            real_labels.append(index)
+    backbone = Backbone(cfg, source.classes)
+    batch = cfg.classifier.batch_size
+    head, history = train_linear_head(
+        backbone.features(images, batch),
+        torch.tensor(labels),
+        backbone.features(real, batch),
+        torch.tensor(real_labels),
+        len(source.classes),
+        cfg,
+        seed=0,
+    )
+
+    with torch.no_grad():  # the VAE's colour fidelity on the same real images
+        x = to_pixels(real, size, [0.5] * 3, [0.5] * 3)
+        back = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    result = {
+        "profile": Path(args.profile).name,
+        "base": Path(base_model_source(cfg)).name,
+        "pretraining": json.loads((Path(base_model_source(cfg)) / "pretraining.json").read_text())[
+            "seconds"
+        ],
+        "classes": len(source.classes),
+        "chance": 1 / len(source.classes),
+        "aid_cas": history[-1]["test_accuracy"],
+        "generated_per_class": args.per_class,
+        "real_test_per_class": args.test_per_class,
+        "generation_s": generate_s,
+        "true_cfg_scale": gen.true_cfg_scale,
+        "steps": gen.steps,
+        "vae_l1": float((back - x).abs().mean() / 2),
+        "vae_mean_rgb_error": float((back.mean((2, 3)) - x.mean((2, 3))).abs().mean() / 2),
+        "generated_grey_spread_over_classes": float(
+            np.std(
+                [
+                    np.mean(
+                        [
+                            np.asarray(im).mean() / 255
+                            for im, y in zip(images, labels, strict=True)
+                            if y == i
+                        ]
+                    )
+                    for i in range(len(source.classes))
+                ]
+            )
+        ),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"written to {save('base_cas', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The pretrained tiny base belongs to its own settings: one cached base for every dataset."""
+
+from synthaug import pretrain
+from synthaug.io import read_json
+from synthaug.lora import base_model_source
+
+from .conftest import AID, smoke_config
+
+# A pretraining small enough for a test: 2 AID images a class, 2 steps each.
+PRETRAIN = {
+    "generator.pretrain.path": str(AID),
+    "generator.pretrain.max_per_class": 2,
+    "generator.pretrain.vae_steps": 2,
+    "generator.pretrain.transformer_steps": 2,
+    "generator.pretrain.batch_size": 4,
+    "generator.pretrain.caption_dropout": 0.5,
+    "generator.pretrain.train_text_encoders": True,
+}
+
+
+def test_two_datasets_share_one_pretrained_base(tmp_path, ucmerced, monkeypatch) -> None:
+    builds = []
+    original = pretrain.load_images
+    monkeypatch.setattr(pretrain, "load_images", lambda cfg: builds.append(1) or original(cfg))
+    on_ucmerced = smoke_config(tmp_path / "a", **PRETRAIN)
+    on_aid = smoke_config(
+        tmp_path / "b",
+        **PRETRAIN,
+        **{"dataset.path": str(AID), "dataset.classes": ["Desert", "Mountain", "Pond"]},
+        **{"generation.prompt_template": "satellite view, {class_name}"},
+    )
+    first = base_model_source(on_ucmerced)
+    assert base_model_source(on_aid) == first
+    assert len(builds) == 1  # pretrained once, reused
+    record = read_json(f"{first}/pretraining.json")
+    assert record["images"] == 60 and "an aerial image of dense residential" in record["captions"]
+    changed = smoke_config(tmp_path / "c", **PRETRAIN, **{"generator.pretrain.seed": 1})
+    assert base_model_source(changed) != first and len(builds) == 2
