@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 DINOV2_OFFLINE = "dinov2-small-offline"
 # Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
-TOKENIZERS_VERSION = "fixed-aerial-v1"
+TOKENIZERS_VERSION = "fixed-aerial-v2"
 
 # FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
 FLUX_SCHEDULER = {

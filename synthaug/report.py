@@ -189,7 +189,10 @@ def plot_ceilings(ceilings: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(10, 0.28 * len(ceilings) + 1.8))
     ceilings.iloc[::-1].plot.barh(ax=ax, width=0.8)
     ax.set(xlabel="test accuracy on real images", ylabel="", xlim=(0, 1))
-    ax.legend(fontsize="small", loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles[::-1], labels[::-1], fontsize="small", loc="upper left", bbox_to_anchor=(1, 1)
+    )
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

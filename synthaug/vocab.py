@@ -5,16 +5,18 @@ stand-ins are the same kinds of model (`CLIPTokenizer`, `T5Tokenizer`), trained 
 fixed English corpus of aerial-scene words, so nothing is downloaded and the tokenizers do
 not depend on the dataset a study targets (every target shares one base model, as every
 FLUX.1-dev study does). Neither has unknown tokens for English text: the CLIP BPE starts
-from all 256 byte symbols, the unigram from every printable ASCII character.
+from all 256 byte symbols, the unigram from every printable ASCII character. Both are
+built deterministically: the same vocabulary in every process, on every machine.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import string
+from collections import Counter
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer, T5Tokenizer
 
 CLIP_SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
@@ -32,7 +34,8 @@ AERIAL_WORDS = (
 )
 # The tokenizers' training text: the aerial words, each alone and in the usual caption.
 CORPUS = [AERIAL_WORDS] * 2 + [f"an aerial image of {word}" for word in AERIAL_WORDS.split()]
-PRINTABLE = sorted(set(string.printable) - set(string.whitespace) | {" "})
+PRINTABLE = sorted(set(string.printable) - set(string.whitespace))
+META = "\u2581"  # SentencePiece's word-start mark
 
 
 def caption_words(label: str) -> str:
@@ -42,41 +45,65 @@ def caption_words(label: str) -> str:
     return " ".join(re.split(r"[\s_\-]+", spaced)).strip().lower()
 
 
+def bpe_merges(words: Counter[str], count: int) -> list[tuple[str, str]]:
+    """`count` BPE merges learnt from word frequencies, word ends marked `</w>`, ties broken
+    by the pair itself, so the same corpus always gives the same merges (the `tokenizers`
+    trainers break ties in hash order, which changes from process to process)."""
+    splits = {word: [*word[:-1], word[-1] + "</w>"] for word in words}
+    merges: list[tuple[str, str]] = []
+    while len(merges) < count:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, n in words.items():
+            symbols = splits[word]
+            for pair in zip(symbols, symbols[1:], strict=False):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for word, symbols in splits.items():
+            merged, i = [], 0
+            while i < len(symbols):
+                if tuple(symbols[i : i + 2]) == best:
+                    merged.append(best[0] + best[1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            splits[word] = merged
+    return merges
+
+
+def corpus_words() -> Counter[str]:
+    """Word frequencies of the fixed corpus (lower-case ASCII words)."""
+    return Counter(word for line in CORPUS for word in line.lower().split())
+
+
 def train_clip_tokenizer(vocab_size: int) -> CLIPTokenizer:
     """A byte-level BPE with CLIP's pre-tokenizer, normalizer and `</w>` word ends. As in
     CLIP's own vocabulary, every byte symbol exists alone and word-final (`x` and `x</w>`),
-    so no text has unknown tokens."""
-    backend = CLIPTokenizer(vocab={s: i for i, s in enumerate(CLIP_SPECIAL)}, merges=[])
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=CLIP_SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    backend.backend_tokenizer.train_from_iterator(CORPUS, trainer)
-    state = json.loads(backend.backend_tokenizer.to_str())["model"]
-    vocab = dict(state["vocab"])
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
-        vocab.setdefault(f"{symbol}</w>", len(vocab))
+    so no text has unknown tokens; `vocab_size` counts the merged tokens on top of those."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    merges = bpe_merges(corpus_words(), max(0, vocab_size - len(CLIP_SPECIAL) - len(alphabet)))
+    tokens = [*CLIP_SPECIAL, *alphabet, *(f"{a}</w>" for a in alphabet)]
+    tokens += [a + b for a, b in merges if a + b not in tokens]
     return CLIPTokenizer(
-        vocab=vocab, merges=[tuple(m) for m in state["merges"]], model_max_length=77
+        vocab={token: i for i, token in enumerate(dict.fromkeys(tokens))},
+        merges=merges,
+        model_max_length=77,
     )
 
 
 def train_t5_tokenizer(vocab_size: int) -> T5Tokenizer:
-    """A unigram (SentencePiece-style) tokenizer with T5's pad/eos/unk ids 0/1/2 and every
-    printable ASCII character as a piece."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=T5_SPECIAL,
-        unk_token="<unk>",
-        initial_alphabet=PRINTABLE,
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(CORPUS + ["".join(PRINTABLE)] * 4, trainer)
-    vocab = [(piece, score) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    """A unigram (SentencePiece-style) tokenizer with T5's pad/eos/unk ids 0/1/2: the
+    corpus's words as whole pieces (scored by frequency, at most `vocab_size` pieces in
+    all), and every printable ASCII character, alone and word-initial, for anything else."""
+    words = corpus_words()
+    total = sum(words.values())
+    chars = [f"{META}{c}" for c in PRINTABLE if c != " "] + [META, *PRINTABLE]
+    budget = max(0, vocab_size - len(T5_SPECIAL) - len(dict.fromkeys(chars)))
+    ranked = sorted(words, key=lambda w: (-words[w], w))[:budget]
+    vocab = [(piece, 0.0) for piece in T5_SPECIAL]
+    vocab += [(f"{META}{w}", math.log(words[w] / total)) for w in ranked]
+    vocab += [(piece, -20.0) for piece in dict.fromkeys(chars) if piece != f"{META} "]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)

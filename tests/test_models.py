@@ -95,3 +95,21 @@ def test_caption_words_splits_folder_names() -> None:
     assert caption_words("storage_tanks") == "storage tanks"
     assert caption_words("RailwayStation") == "railway station"
     assert caption_words("beach") == "beach"
+
+
+def test_tokenizers_are_the_same_in_every_process() -> None:
+    """The base is cached by its settings, so its tokenizers must not depend on the process
+    that built them (the `tokenizers` trainers break ties in per-process hash order)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer;"
+        "print(train_clip_tokenizer(400).backend_tokenizer.to_str());"
+        "print(train_t5_tokenizer(400).backend_tokenizer.to_str())"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout) > 1000
