@@ -45,7 +45,8 @@ def main() -> None:
     if pre is None:
         raise SystemExit(f"{args.profile} has no generator.pretrain section")
     source = FolderSource(resolve_path(pre.path), None)
-    pipe = load_flux_pipeline(base_model_source(cfg))
+    base = Path(base_model_source(cfg))
+    pipe = load_flux_pipeline(base)
     pipe.set_progress_bar_config(disable=True)
 
     start, images, labels = time.perf_counter(), [], []
@@ -89,10 +90,8 @@ def main() -> None:
         back = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     result = {
         "profile": Path(args.profile).name,
-        "base": Path(base_model_source(cfg)).name,
-        "pretraining": json.loads((Path(base_model_source(cfg)) / "pretraining.json").read_text())[
-            "seconds"
-        ],
+        "base": base.name,
+        "pretraining": json.loads((base / "pretraining.json").read_text())["seconds"],
         "classes": len(source.classes),
         "chance": 1 / len(source.classes),
         "aid_cas": history[-1]["test_accuracy"],

@@ -41,9 +41,9 @@ class Analysis:
     conclusion: str
 
 
-def collect(cfg: StudyConfig) -> list[dict]:
+def collect(runner: CellRunner) -> list[dict]:
     """The metrics of every study cell that is done with the current settings."""
-    runner = CellRunner(cfg)
+    cfg = runner.cfg
     cells = [c for c in study_cells(cfg.study) if runner.is_done(c)]
     return [json.loads((cells_dir(cfg) / c.name / "metrics.json").read_text()) for c in cells]
 
@@ -72,7 +72,7 @@ def table1(cfg: StudyConfig) -> pd.DataFrame:
         "caption dropout": f"{g.caption_dropout:g}",
         "prompt": cfg.generation.prompt_template,
     }
-    paper = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())["table1"]
+    paper = paper_results()["table1"]
     stated = {
         "epochs": paper["Number of epochs"],
         "optimizer / learning rate": paper["Optimizer"],
@@ -89,10 +89,14 @@ def table1(cfg: StudyConfig) -> pd.DataFrame:
     )
 
 
+def paper_results() -> dict:
+    """The paper's own Tables 1 and 2 (`params/paper_table2.yaml`)."""
+    return yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())
+
+
 def paper_table() -> pd.DataFrame:
-    """The paper's own Table 2 (`params/paper_table2.yaml`); nulls stay blank."""
-    data = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())
-    table = pd.DataFrame(data["rows"])
+    """The paper's own Table 2; nulls stay blank."""
+    table = pd.DataFrame(paper_results()["rows"])
     table["share"] = (table["n_generated"] / (table["n_generated"] + table["n_real"])).round(3)
     return table
 
@@ -134,7 +138,7 @@ def paper_mse_fit() -> tuple[pd.DataFrame, str]:
     (38 classes), from `metrics.reading_bounds`; and a verdict computed from that table."""
     from synthaug.metrics import reading_bounds
 
-    data = yaml.safe_load((project_root() / "params" / "paper_table2.yaml").read_text())
+    data = paper_results()
     paper, n = pd.DataFrame(data["rows"]), data["n_classes"]
     bounds = [reading_bounds(a, n) for a in paper["accuracy"]]
     rows = []
@@ -271,17 +275,16 @@ def per_class(cells: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def quality(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
+def quality(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     """Per class: CAS (test accuracy of the generated-only classifier, mean over seeds) and
     the Fréchet distance between real-pool and generated features of the classifier's
     frozen pretrained backbone, on equal counts per class (a seeded sample of the pool the
     size of the class's generated images). Features come from the shared feature cache;
     those missing (every one, in `classifier.mode: full`) are computed first."""
-    from synthaug.classify import FeatureCache, feature_cache_path
     from synthaug.data import generated_dir
 
+    cfg = runner.cfg
     generated_only = _by_pair(cells).get((cfg.study.generated_only_count, 0), [])
-    runner = CellRunner(cfg)
     table = pd.DataFrame(index=runner.classes)
     table.index.name = "class"
     if generated_only:
@@ -289,7 +292,7 @@ def quality(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     if not (generated_dir(cfg) / "manifest.csv").exists():
         return table
     pairs = frechet_samples(runner.manifest.split("pool"), runner.generated())
-    cache = FeatureCache(feature_cache_path(cfg))
+    cache = runner.feature_cache
     cache.ensure([r for real, fake in pairs.values() for r in real + fake], runner.features)
     for label, (real, fake) in pairs.items():
         if min(len(real), len(fake)) > 1:
@@ -321,14 +324,14 @@ def _resized_features(runner: CellRunner, cache, records: list[ImageRecord], siz
     return keyed
 
 
-def ceilings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
+def ceilings(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     """Per class, what CAS is measured against (all test accuracies, linear probe on the
     backbone's features): CAS itself; a generator that reproduced its LoRA-training images
     exactly, at its own resolution (a probe trained on those images reduced to
     `generator.resolution`, one seed); and real images of the same count as CAS."""
-    from synthaug.classify import FeatureCache, feature_cache_path, train_linear_head
+    from synthaug.classify import train_linear_head
 
-    runner = CellRunner(cfg)
+    cfg = runner.cfg
     classes = runner.classes
     table = pd.DataFrame(index=classes)
     table.index.name = "class"
@@ -339,7 +342,7 @@ def ceilings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     ):
         if groups.get(key):
             table[column] = pd.DataFrame([m["per_class_accuracy"] for m in groups[key]]).mean()
-    cache = FeatureCache(feature_cache_path(cfg))
+    cache = runner.feature_cache
     size = cfg.generator.resolution
     lora = _resized_features(runner, cache, runner.manifest.split("lora"), size)
     test = runner.manifest.split("test")
@@ -364,15 +367,12 @@ def ceilings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     return table
 
 
-def nearest_lora_images(cfg: StudyConfig) -> pd.DataFrame:
+def nearest_lora_images(runner: CellRunner) -> pd.DataFrame:
     """Each generated image's nearest LoRA-training image of its class in the backbone's
     features (cosine distance), and, for reference, each real test image's. A generator
     that memorised its training images puts its images much nearer to them than new real
     images of the class are."""
-    from synthaug.classify import FeatureCache, feature_cache_path
-
-    runner = CellRunner(cfg)
-    cache = FeatureCache(feature_cache_path(cfg))
+    cache = runner.feature_cache
     lora = runner.manifest.split("lora")
     queries = {"generated": runner.generated(), "real test": runner.manifest.split("test")}
     cache.ensure(lora + [r for rs in queries.values() for r in rs], runner.features)
@@ -488,7 +488,8 @@ def analyze(cfg: StudyConfig) -> Analysis:
     """Notebook 04's one call."""
     from synthaug.data import generated_dir
 
-    cells = collect(cfg)
+    runner = CellRunner(cfg)  # one backbone and one feature cache for every table below
+    cells = collect(runner)
     t2 = table2(cfg, cells)
     base = baselines(cfg, cells)
     fit, fit_text = paper_mse_fit()
@@ -498,9 +499,9 @@ def analyze(cfg: StudyConfig) -> Analysis:
         baselines=base,
         curves=curves(cells),
         per_class=per_class(cells),
-        quality=quality(cfg, cells),
-        ceilings=ceilings(cfg, cells),
-        nearest=nearest_lora_images(cfg)
+        quality=quality(runner, cells),
+        ceilings=ceilings(runner, cells),
+        nearest=nearest_lora_images(runner)
         if (generated_dir(cfg) / "manifest.csv").exists()
         else pd.DataFrame(),
         mse_readings=mse_readings(cfg, cells),

@@ -14,6 +14,7 @@ its config is skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -396,6 +397,11 @@ class CellRunner:
         self._backbone: Backbone | None = None
         self._generated: list[ImageRecord] | None = None
         self.load = ImageLoader(cfg.dataset, generated_dir(cfg))
+
+    @functools.cached_property
+    def feature_cache(self) -> FeatureCache:
+        """The run's feature cache, loaded once (analysis reads and extends it)."""
+        return FeatureCache(feature_cache_path(self.cfg))
 
     @property
     def backbone(self) -> Backbone:

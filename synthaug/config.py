@@ -187,10 +187,10 @@ class GenerationConfig(_Section):
     true_cfg_scale: float = Field(
         1.0,
         ge=1,
-        description="classifier-free guidance against `negative_prompt` for bases "
-        "that are not guidance-distilled (two passes per step); 1 = off",
+        description="classifier-free guidance against the empty prompt (the caption that "
+        "caption dropout trains), for bases that are not guidance-distilled (two passes per "
+        "step); 1 = off",
     )
-    negative_prompt: str = Field("", description="the unconditional prompt of true CFG")
     lora_scale: float = Field(1.0, ge=0)
     batch_size: int = Field(4, gt=0)
     seed: int = 0

@@ -131,10 +131,9 @@ def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure:
     for row, label in enumerate(classes):
         fakes = [r for r in generated if r.label == label][:per_class]
         reals = [r for r in manifest.split("pool") if r.label == label][:per_class]
-        for column, record in enumerate(fakes + reals):
-            axes[row, column if column < len(fakes) else per_class + column - len(fakes)].imshow(
-                load(record)
-            )
+        for first, records in ((0, fakes), (per_class, reals)):
+            for column, record in enumerate(records, start=first):
+                axes[row, column].imshow(load(record))
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     axes[0, 0].set_title("generated", loc="left", fontsize="small")
     axes[0, per_class].set_title("real", loc="left", fontsize="small")
@@ -240,7 +239,10 @@ def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Fig
         with_ci(
             table2["share"], table2, "real_only_accuracy", "real only, same real images", fmt="s--"
         )
-    for row, style in zip(baselines.itertuples(), ("k", "tab:red"), strict=False):
+    largest_real = baselines["n_real"].max() if len(baselines) else 0
+    for row in baselines.itertuples():
+        # full-size real only in black, real only at the CAS count in grey, CAS in red
+        style = "tab:red" if not row.n_real else "k" if row.n_real == largest_real else "tab:gray"
         if row.n_real:
             ax.axhline(row.accuracy, color=style, lw=1, label=f"{row.baseline}")
             if not np.isnan(row.accuracy_ci_low):

@@ -132,14 +132,15 @@ def execute(
     partial.replace(output)
 
 
-def check_plan(cfg: StudyConfig) -> None:
+def check_plan(cfg: StudyConfig, write: bool = True) -> None:
     """Before any compute: every cell of the study can be drawn from the splits and the
     generated count, or a `DataError` names each cell, the count it needs and the count
-    available. (The splits themselves are checked when the manifest is made.)"""
+    available. (The splits themselves are checked when the manifest is made; it is written
+    unless `write` is false, so the stages do not scan the dataset again.)"""
     from synthaug.classify import shortfalls, study_cells
     from synthaug.data import DataError, prepare_data
 
-    problems = shortfalls(cfg, study_cells(cfg.study), prepare_data(cfg, write=False))
+    problems = shortfalls(cfg, study_cells(cfg.study), prepare_data(cfg, write=write))
     if problems:
         raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
 
@@ -154,7 +155,7 @@ def run_study(
     """`synthaug run`: every task up to `stage` that is not done yet, in order."""
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
-    check_plan(cfg)
+    check_plan(cfg, write=not dry_run)
     tasks = plan(cfg, stage)
     todo = [task for task in tasks if not task.is_done()]
     echo(

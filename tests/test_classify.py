@@ -129,7 +129,7 @@ def test_frechet_distance_is_computed_in_full_fine_tune_mode(tmp_path, ucmerced)
 
     cfg = smoke_config(tmp_path, **{"classifier.mode": "full"})
     fake_generated_set(cfg)
-    table = quality(cfg, cells=[])
+    table = quality(CellRunner(cfg), cells=[])
     assert list(table.index) == ["agricultural", "beach", "forest", "freeway", "harbor"]
     assert (table["n_per_side"] == 8).all()
     assert table["frechet_distance"].abs().max() < 1e-3
@@ -142,7 +142,7 @@ def test_a_generator_that_copies_its_lora_images_is_caught(tmp_path, ucmerced) -
 
     cfg = smoke_config(tmp_path)
     fake_generated_set(cfg, split="lora")
-    nearest = nearest_lora_images(cfg)
+    nearest = nearest_lora_images(CellRunner(cfg))
     assert set(nearest["kind"]) == {"generated", "real test"}
     copies = nearest[nearest["kind"] == "generated"]
     assert len(copies) == 20 and copies["distance"].abs().max() < 1e-5
@@ -155,7 +155,7 @@ def test_ceilings_train_on_lora_images_at_the_generator_resolution(tmp_path, ucm
     from synthaug.analysis import ceilings
 
     cfg = smoke_config(tmp_path)
-    table = ceilings(cfg, cells=[])
+    table = ceilings(CellRunner(cfg), cells=[])
     assert list(table.columns) == ["lora_images_at_32px"]
     assert table.index[-1] == "all classes" and len(table) == 6
     assert table["lora_images_at_32px"].between(0, 1).all()
