@@ -34,6 +34,7 @@ from synthaug.config import TINY, StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.io import atomic_write_bytes, atomic_write_text, write_json
 from synthaug.models import load_flux_pipeline, make_accelerator, tiny_flux_dir, weight_dtype
+from synthaug.vocab import PROMPT_WORDS, caption_words
 
 log = logging.getLogger(__name__)
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -57,7 +58,8 @@ def base_model_source(cfg: StudyConfig) -> str:
 
 
 def prompt_for(cfg: StudyConfig, label: str) -> str:
-    return cfg.generation.prompt_template.format(class_name=label)
+    """The class's prompt, its folder name written as words (`golfcourse` as `golf course`)."""
+    return cfg.generation.prompt_template.format(class_name=caption_words(label))
 
 
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -326,7 +328,10 @@ def build_encoding_cache(
 def lora_key(cfg: StudyConfig) -> str:
     """Identifies the settings a LoRA was trained with."""
     return config_hash(
-        cfg.generator, cfg.generation.prompt_template, cfg.splits.model_dump(mode="json")
+        cfg.generator,
+        cfg.generation.prompt_template,
+        PROMPT_WORDS,
+        cfg.splits.model_dump(mode="json"),
     )
 
 

@@ -11,6 +11,7 @@ built deterministically: the same vocabulary in every process, on every machine.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -36,13 +37,32 @@ AERIAL_WORDS = (
 CORPUS = [AERIAL_WORDS] * 2 + [f"an aerial image of {word}" for word in AERIAL_WORDS.split()]
 PRINTABLE = sorted(set(string.printable) - set(string.whitespace))
 META = "\u2581"  # SentencePiece's word-start mark
+# How class names become prompt words; part of a LoRA's key (its prompts depend on it).
+PROMPT_WORDS = "folder-names-split-into-corpus-words"
 
 
 def caption_words(label: str) -> str:
-    """A class folder name as words: `DenseResidential`, `dense_residential` and
-    `dense-residential` all read `dense residential`."""
+    """A class folder name as words: `DenseResidential`, `dense_residential`,
+    `dense-residential` and `denseresidential` all read `dense residential`.
+
+    A word the corpus lacks is split into the fewest corpus words that spell it exactly
+    (UC Merced's `golfcourse`, `mobilehomepark`); one that no corpus words spell stays."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", label)
-    return " ".join(re.split(r"[\s_\-]+", spaced)).strip().lower()
+    words = re.split(r"[\s_\-]+", spaced.strip().lower())
+    known = known_words()
+    return " ".join(" ".join(split_compound(w, known) or [w]) for w in words if w)
+
+
+def split_compound(word: str, known: frozenset[str]) -> list[str] | None:
+    """`word` as the fewest `known` words that spell it (itself when known), or None."""
+    best: list[list[str] | None] = [[]] + [None] * len(word)
+    for end in range(1, len(word) + 1):
+        for start in range(end):
+            head, current = best[start], best[end]
+            shorter = current is None or (head is not None and len(head) + 1 < len(current))
+            if head is not None and word[start:end] in known and shorter:
+                best[end] = [*head, word[start:end]]
+    return best[-1]
 
 
 def bpe_merges(words: Counter[str], count: int) -> list[tuple[str, str]]:
@@ -72,6 +92,12 @@ def bpe_merges(words: Counter[str], count: int) -> list[tuple[str, str]]:
                     i += 1
             splits[word] = merged
     return merges
+
+
+@functools.cache
+def known_words() -> frozenset[str]:
+    """The corpus's words: what a folder name is split into."""
+    return frozenset(corpus_words())
 
 
 def corpus_words() -> Counter[str]:

@@ -97,6 +97,18 @@ def test_caption_words_splits_folder_names() -> None:
     assert caption_words("beach") == "beach"
 
 
+def test_caption_words_splits_compound_names_into_known_words() -> None:
+    """UC Merced writes its class names as one word; the prompts use the base's words."""
+    from synthaug.vocab import caption_words
+
+    assert caption_words("denseresidential") == "dense residential"
+    assert caption_words("mobilehomepark") == "mobile home park"
+    assert caption_words("parkinglot") == "parking lot"
+    assert caption_words("golfcourse") == "golf course"
+    assert caption_words("xyzzy") == "xyzzy"  # nothing spells it: kept as it is
+    assert caption_words("Forest") == "forest"
+
+
 def test_tokenizers_are_the_same_in_every_process() -> None:
     """The base is cached by its settings, so its tokenizers must not depend on the process
     that built them (the `tokenizers` trainers break ties in per-process hash order)."""
