@@ -27,9 +27,8 @@ from common import save  # noqa: E402
 from synthaug.classify import Backbone, to_pixels, train_linear_head  # noqa: E402
 from synthaug.config import load_config, resolve_path  # noqa: E402
 from synthaug.data import FolderSource, decode_image  # noqa: E402
-from synthaug.lora import base_model_source  # noqa: E402
 from synthaug.models import load_flux_pipeline  # noqa: E402
-from synthaug.pretrain import captions  # noqa: E402
+from synthaug.pretrain import base_model_source, captions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

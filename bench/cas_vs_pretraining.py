@@ -14,47 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cas_levers import measure  # noqa: E402
 from common import save  # noqa: E402
 
-from synthaug.classify import train_cell  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
-from synthaug.generate import generate_images  # noqa: E402
 from synthaug.io import read_json  # noqa: E402
-from synthaug.lora import base_model_source, train_lora  # noqa: E402
+from synthaug.pretrain import base_model_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(profile: str, steps: int, out: Path) -> dict:
-    """One point of the curve: pretraining minutes and CAS (mean and per seed)."""
-    cfg = load_config(
-        profile,
-        {
-            "generator.pretrain.transformer_steps": steps,
-            "output_dir": str(out),
-            "name": f"pretrain-{steps}",
-        },
-    )
-    pretraining = read_json(Path(base_model_source(cfg)) / "pretraining.json")
-    start = time.perf_counter()
-    train_lora(cfg)
-    generate_images(cfg)
-    cells = [train_cell(cfg, cfg.study.generated_only_count, 0, s) for s in cfg.study.seeds]
-    accuracies = [cell["accuracy"] for cell in cells]
+def point(profile: str, steps: int, out: Path) -> dict:
+    """One point of the curve: pretraining minutes, the base's final loss, and CAS."""
+    overrides = {"generator.pretrain.transformer_steps": steps}
+    result = measure(profile, f"pretrain-{steps}", overrides, out)
+    base = base_model_source(load_config(profile, overrides))
+    losses = read_json(Path(base) / "pretraining.json")["transformer_losses"]
     return {
         "transformer_steps": steps,
-        "pretraining_min": pretraining["seconds"] / 60,
-        "transformer_loss_last_100": float(np.mean(pretraining["transformer_losses"][-100:])),
-        "cas": float(np.mean(accuracies)),
-        "cas_per_seed": accuracies,
-        "chance": 1 / len(cells[0]["classes"]),
-        "lora_generate_cas_s": time.perf_counter() - start,
+        "transformer_loss_last_100": float(np.mean(losses[-100:])),
+        **result,
     }
 
 
@@ -64,7 +48,7 @@ def main() -> None:
     parser.add_argument("--steps", default="1500,3500", help="transformer pretraining steps")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-cas"))
     args = parser.parse_args()
-    points = [measure(args.profile, int(n), Path(args.out)) for n in args.steps.split(",")]
+    points = [point(args.profile, int(n), Path(args.out)) for n in args.steps.split(",")]
     result = {"profile": Path(args.profile).name, "points": points}
     print(json.dumps(result, indent=2))
     print(f"written to {save('cas_vs_pretraining', result)}")

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
-from synthaug.lora import encode_training_set, flow_matching_loss  # noqa: E402
+from synthaug.flux import flow_matching_loss  # noqa: E402
+from synthaug.lora import encode_training_set  # noqa: E402
 from synthaug.models import tiny_flux_pipeline  # noqa: E402
 
 CLASSES = ["agricultural", "beach", "forest", "harbor"]

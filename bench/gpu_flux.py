@@ -227,7 +227,7 @@ def vit_rate(device, batch: int, steps: int, tiny: bool) -> float:
 
 def project(cfg, lora_rate: float, gen_rate: float, vit_images_per_s: float) -> dict:
     """Hours of each stage of the study `cfg` describes on one GPU of the measured speed."""
-    from synthaug.classify import study_cells
+    from synthaug.design import study_cells
 
     g, c = cfg.generator, cfg.classifier
     lora_samples = cfg.splits.lora * g.repeats * g.epochs

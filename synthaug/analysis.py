@@ -9,7 +9,6 @@ backbone's feature space), and a written conclusion computed from these numbers.
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ import pandas as pd
 import torch
 import yaml
 
-from synthaug.classify import CellRunner, cells_dir, study_cells
+from synthaug.classify import CellRunner
 from synthaug.config import StudyConfig, project_root
 from synthaug.data import ImageRecord
+from synthaug.design import study_cells
+from synthaug.io import read_json
 from synthaug.metrics import frechet_distance, mean_ci
 
 
@@ -39,23 +40,21 @@ class Analysis:
     paper_mse_fit: pd.DataFrame
     paper_mse_text: str
     conclusion: str
+    answer: list[str]
 
 
 def collect(runner: CellRunner) -> list[dict]:
     """The metrics of every study cell that is done with the current settings."""
-    cfg = runner.cfg
-    cells = [c for c in study_cells(cfg.study) if runner.is_done(c)]
-    return [json.loads((cells_dir(cfg) / c.name / "metrics.json").read_text()) for c in cells]
+    return [runner.metrics(c) for c in study_cells(runner.cfg.study) if runner.is_done(c)]
 
 
 def table1(cfg: StudyConfig) -> pd.DataFrame:
     """The paper's Table 1: the LoRA's training settings, from the config actually used."""
-    from synthaug.lora import lora_dir
     from synthaug.models import base_name
 
     g = cfg.generator
-    summary_path = lora_dir(cfg) / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary_path = cfg.paths.lora_summary
+    summary = read_json(summary_path) if summary_path.exists() else {}
     rows = {
         "base model": base_name(summary["base_model"]) if summary else g.base_model,
         "LoRA rank / alpha / dropout": f"{g.lora.rank} / {g.lora.alpha:g} / {g.lora.dropout:g}",
@@ -281,7 +280,6 @@ def quality(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     frozen pretrained backbone, on equal counts per class (a seeded sample of the pool the
     size of the class's generated images). Features come from the shared feature cache;
     those missing (every one, in `classifier.mode: full`) are computed first."""
-    from synthaug.data import generated_dir
 
     cfg = runner.cfg
     generated_only = _by_pair(cells).get((cfg.study.generated_only_count, 0), [])
@@ -289,7 +287,7 @@ def quality(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     table.index.name = "class"
     if generated_only:
         table["cas"] = pd.DataFrame([m["per_class_accuracy"] for m in generated_only]).mean()
-    if not (generated_dir(cfg) / "manifest.csv").exists():
+    if not cfg.paths.generated_manifest.exists():
         return table
     pairs = frechet_samples(runner.manifest.split("pool"), runner.generated())
     cache = runner.feature_cache
@@ -459,12 +457,13 @@ def conclusion(t2: pd.DataFrame, base: pd.DataFrame) -> str:
             row.real_only_accuracy_ci_high,
         )
         verdicts.append(verdict)
+        mix = interval_text(row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high)
+        alone = interval_text(
+            row.real_only_accuracy, row.real_only_accuracy_ci_low, row.real_only_accuracy_ci_high
+        )
         lines.append(
-            f"- {row.n_generated} generated + {row.n_real} real: accuracy "
-            f"{row.accuracy:.3f} [{row.accuracy_ci_low:.3f}, {row.accuracy_ci_high:.3f}]"
-            f" {verdict} real-only with the same {row.n_real} real images "
-            f"({row.real_only_accuracy:.3f} [{row.real_only_accuracy_ci_low:.3f}, "
-            f"{row.real_only_accuracy_ci_high:.3f}])."
+            f"- {row.n_generated} generated + {row.n_real} real: accuracy {mix} {verdict} "
+            f"real-only with the same {row.n_real} real images ({alone})."
         )
     best = t2.loc[t2["accuracy"].idxmax()]
     head = (
@@ -484,9 +483,118 @@ def conclusion(t2: pd.DataFrame, base: pd.DataFrame) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def interval_text(mean: float, low: float, high: float) -> str:
+    """`0.791 [0.695, 0.887]`; the mean alone when the interval is undefined (one seed)."""
+    if np.isnan([low, high]).any():
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+VERDICT = {
+    "is better than": "better",
+    "is worse than": "worse",
+    "is within the 95% CI of": "within the CI",
+    "cannot be told apart (fewer than two seeds)": "one seed only",
+}
+
+
+def table2_report(t2: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 as a reader compares it with the paper: per mix, accuracy with its 95% CI,
+    real-only with the same real images, the verdict, and the paper's values."""
+    rows = []
+    for row in t2.itertuples():
+        has_same = "real_only_accuracy" in t2.columns and not np.isnan(row.real_only_accuracy)
+        same = (
+            (row.real_only_accuracy, row.real_only_accuracy_ci_low, row.real_only_accuracy_ci_high)
+            if has_same
+            else None
+        )
+        rows.append(
+            {
+                "generated : real": f"{row.n_generated} : {row.n_real}",
+                "generated share": f"{row.share:.0%}",
+                "seeds": row.seeds,
+                "accuracy [95% CI]": interval_text(
+                    row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high
+                ),
+                "real only, same real images": interval_text(*same) if same else "not run",
+                "mix vs real only": VERDICT[
+                    _compare(row.accuracy_ci_low, row.accuracy_ci_high, *same[1:])
+                ]
+                if same
+                else "",
+                "paper accuracy": ""
+                if np.isnan(row.paper_accuracy)
+                else f"{row.paper_accuracy:.3f}",
+                "mse [95% CI]": interval_text(row.mse, row.mse_ci_low, row.mse_ci_high),
+                'paper "mse"': "" if np.isnan(row.paper_mse) else f"{row.paper_mse:.3f}",
+            }
+        )
+    return pd.DataFrame(rows).set_index("generated : real") if rows else pd.DataFrame()
+
+
+def baselines_report(base: pd.DataFrame) -> pd.DataFrame:
+    """The baselines with their accuracy written as `mean [low, high]`."""
+    if base.empty:
+        return base
+    rows = [
+        {
+            "baseline": row.baseline,
+            "generated : real": f"{row.n_generated} : {row.n_real}",
+            "seeds": row.seeds,
+            "accuracy [95% CI]": interval_text(
+                row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high
+            ),
+        }
+        for row in base.itertuples()
+    ]
+    return pd.DataFrame(rows).set_index("baseline")
+
+
+def headline(cfg: StudyConfig) -> list[str]:
+    """The study's answer in a few lines, from the finished cells alone (no model loaded)."""
+    runner = CellRunner(cfg)
+    cells = collect(runner)
+    return answer(table2(cfg, cells), baselines(cfg, cells), len(runner.classes))
+
+
+def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
+    """The best mix against real-only with its real images, and CAS against chance."""
+    lines = []
+    if not t2.empty:
+        best = t2.loc[t2["accuracy"].idxmax()]
+        line = (
+            f"best mix, {int(best.n_generated)} generated + {int(best.n_real)} real: accuracy "
+            + interval_text(best.accuracy, best.accuracy_ci_low, best.accuracy_ci_high)
+        )
+        if not np.isnan(best.get("real_only_accuracy", np.nan)):
+            same = (best.real_only_accuracy_ci_low, best.real_only_accuracy_ci_high)
+            verdict = _compare(best.accuracy_ci_low, best.accuracy_ci_high, *same)
+            line += (
+                f"; it {verdict} its {int(best.n_real)} real images alone ("
+                + interval_text(best.real_only_accuracy, *same)
+                + ")"
+            )
+        lines.append(line)
+    rows = base.set_index("baseline") if not base.empty else base
+    if "generated only (CAS)" in rows.index:
+        cas = rows.loc["generated only (CAS)"]
+        line = (
+            f"generated only (CAS), {int(cas.n_generated)} images: "
+            + interval_text(cas.accuracy, cas.accuracy_ci_low, cas.accuracy_ci_high)
+            + f" (chance {1 / n_classes:.3f})"
+        )
+        if "real only, same count as CAS" in rows.index:
+            real = rows.loc["real only, same count as CAS"]
+            line += "; real only, as many images: " + interval_text(
+                real.accuracy, real.accuracy_ci_low, real.accuracy_ci_high
+            )
+        lines.append(line)
+    return lines
+
+
 def analyze(cfg: StudyConfig) -> Analysis:
     """Notebook 04's one call."""
-    from synthaug.data import generated_dir
 
     runner = CellRunner(cfg)  # one backbone and one feature cache for every table below
     cells = collect(runner)
@@ -502,10 +610,11 @@ def analyze(cfg: StudyConfig) -> Analysis:
         quality=quality(runner, cells),
         ceilings=ceilings(runner, cells),
         nearest=nearest_lora_images(runner)
-        if (generated_dir(cfg) / "manifest.csv").exists()
+        if cfg.paths.generated_manifest.exists()
         else pd.DataFrame(),
         mse_readings=mse_readings(cfg, cells),
         paper_mse_fit=fit,
         paper_mse_text=fit_text,
         conclusion=conclusion(t2, base),
+        answer=answer(t2, base, len(runner.classes)),
     )

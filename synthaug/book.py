@@ -10,23 +10,16 @@ from pathlib import Path
 import yaml
 
 from synthaug.config import StudyConfig, project_root
-
-
-def book_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "book"
-
-
-def html_index(cfg: StudyConfig) -> Path:
-    return book_dir(cfg) / "_build" / "html" / "index.html"
+from synthaug.progress import MARK
 
 
 def _executed(cfg: StudyConfig) -> list[Path]:
-    return sorted((cfg.run_dir / "notebooks").glob("[0-9]*.ipynb"))
+    return sorted(cfg.paths.notebooks.glob("[0-9]*.ipynb"))
 
 
 def book_is_current(cfg: StudyConfig) -> bool:
     """The HTML exists and is newer than every executed notebook."""
-    index = html_index(cfg)
+    index = cfg.paths.book_index
     notebooks = _executed(cfg)
     return (
         index.exists()
@@ -35,14 +28,70 @@ def book_is_current(cfg: StudyConfig) -> bool:
     )
 
 
+CELLS_PAGE = "classifier_cells"
+
+
 def table_of_contents(names: list[str]) -> dict:
-    """04_analysis is the front page; then the LoRA, generation and every cell."""
+    """04_analysis is the front page (the question, the answer, the tables and figures);
+    then the LoRA and generation pages; then one page listing every classifier cell, whose
+    pages sit under it (collapsed in the sidebar)."""
     chapters = [{"file": n} for n in ("01_lora", "02_generate") if n in names]
     cells = [{"file": n} for n in names if n.startswith("03_train_ratio")]
-    parts = [{"caption": "Stages", "chapters": chapters}] if chapters else []
     if cells:
-        parts.append({"caption": "Classifier cells (mix, seed)", "chapters": cells})
+        chapters.append({"file": CELLS_PAGE, "sections": cells})
+    parts = [{"caption": "How the study ran", "chapters": chapters}] if chapters else []
     return {"format": "jb-book", "root": "04_analysis", "parts": parts}
+
+
+def cells_page(cfg: StudyConfig, names: list[str]) -> str:
+    """The index of the classifier cells: one row per cell with its test accuracy."""
+    from synthaug.io import read_json
+
+    rows = []
+    for name in names:
+        cell = name.removeprefix("03_train_ratio-")
+        metrics_path = cfg.paths.cell_metrics(cell)
+        accuracy = read_json(metrics_path)["accuracy"] if metrics_path.exists() else None
+        shown = f"{accuracy:.3f}" if accuracy is not None else "not run"
+        rows.append(f"| [{_title(cell)}]({name}.ipynb) | {shown} |")
+    return "\n".join(
+        [
+            "# Classifier cells",
+            "",
+            "One classifier per training set (generated : real images) and seed, each tested "
+            "on the same real test images. Each page holds its per-epoch curves and its "
+            "confusion matrix.",
+            "",
+            "| cell | test accuracy |",
+            "|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def _title(cell: str) -> str:
+    """`gen210-real840-seed0` -> `generated 210 : real 840, seed 0`."""
+    return (
+        cell.replace("gen", "generated ").replace("-real", " : real ").replace("-seed", ", seed ")
+    )
+
+
+def tag_for_report(path: Path) -> None:
+    """Hide the code in the report: every code cell's input is removed, except the
+    parameters (the profile's and papermill's injected ones), which stay behind a toggle;
+    progress lines are left out (the executed notebooks keep them)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if o.get("metadata", {}) != MARK]
+        tags = set(cell.metadata.get("tags", []))
+        tags.add("hide-input" if tags & {"parameters", "injected-parameters"} else "remove-input")
+        cell.metadata["tags"] = sorted(tags)
+    nbformat.write(notebook, path)
 
 
 def _retitle(path: Path, cell: str) -> None:
@@ -52,10 +101,7 @@ def _retitle(path: Path, cell: str) -> None:
     notebook = nbformat.read(path, as_version=4)
     first = notebook.cells[0]
     body = first.source.split("\n", 1)[1] if "\n" in first.source else ""
-    title = (
-        cell.replace("gen", "generated ").replace("-real", " : real ").replace("-seed", ", seed ")
-    )
-    first.source = f"# 03 · {title}\n{body}"
+    first.source = f"# 03 · {_title(cell)}\n{body}"
     nbformat.write(notebook, path)
 
 
@@ -67,15 +113,19 @@ def build_book(cfg: StudyConfig) -> Path:
         raise FileNotFoundError(
             "the book needs the executed 04_analysis notebook; run the analysis stage first"
         )
-    folder = book_dir(cfg)
+    folder = cfg.paths.book
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     shutil.copy(project_root() / "book" / "_config.yml", folder / "_config.yml")
     for path in notebooks:
         shutil.copy(path, folder / path.name)
+        tag_for_report(folder / path.name)
         if path.stem.startswith("03_train_ratio-"):
             _retitle(folder / path.name, path.stem.removeprefix("03_train_ratio-"))
+    cells = [n for n in names if n.startswith("03_train_ratio-")]
+    if cells:
+        (folder / f"{CELLS_PAGE}.md").write_text(cells_page(cfg, cells))
     (folder / "_toc.yml").write_text(yaml.safe_dump(table_of_contents(names), sort_keys=False))
     result = subprocess.run(
         [
@@ -90,8 +140,8 @@ def build_book(cfg: StudyConfig) -> Path:
         text=True,
         check=False,
     )
-    if result.returncode != 0 or not html_index(cfg).exists():
+    if result.returncode != 0 or not cfg.paths.book_index.exists():
         raise RuntimeError(
             f"jupyter-book build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
-    return html_index(cfg)
+    return cfg.paths.book_index

@@ -19,9 +19,9 @@ import json
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,65 +30,24 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
-from tqdm.auto import tqdm
 
-from synthaug.config import StudyConfig, StudySection, config_hash
+from synthaug import quiet
+from synthaug.config import StudyConfig, config_hash
 from synthaug.data import (
     DataError,
     ImageLoader,
     ImageRecord,
-    Manifest,
-    generated_dir,
-    manifest_path,
     prepare_data,
     read_generated_manifest,
     spread,
 )
-from synthaug.io import atomic_write_bytes, sha256_file
+from synthaug.design import Cell, default_real_count
+from synthaug.io import atomic_write_bytes, read_json, same_settings, sha256_file, write_json
 from synthaug.metrics import classification_report
 from synthaug.models import classifier_source, default_device, make_accelerator
+from synthaug.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Cell:
-    n_generated: int
-    n_real: int
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"gen{self.n_generated}-real{self.n_real}-seed{self.seed}"
-
-    @property
-    def kind(self) -> str:
-        if self.n_real == 0:
-            return "generated_only"
-        return "real_only" if self.n_generated == 0 else "mix"
-
-
-def study_cells(study: StudySection) -> list[Cell]:
-    """Every mix and baseline of the study, once per seed (a baseline equal to a mix runs once)."""
-    pairs: list[tuple[int, int]] = []
-    for mix in study.resolved_mixes():
-        pairs.append((mix.n_generated, mix.n_real))
-        if study.baseline_real_same_count:
-            pairs.append((0, mix.n_real))
-    if study.baseline_real_full:
-        pairs.append((0, study.mix_size))
-    if study.baseline_generated_only and study.generated_only_count:
-        pairs.append((study.generated_only_count, 0))
-    unique = list(dict.fromkeys(pairs))
-    return [Cell(g, r, seed) for g, r in unique for seed in study.seeds]
-
-
-def default_real_count(study: StudySection, n_generated: int) -> int:
-    """The real part of the mix with `n_generated` generated images (mix size minus it)."""
-    total = study.mix_size
-    if n_generated > total:
-        raise DataError(f"n_generated={n_generated} exceeds the study's mix size {total}")
-    return total - n_generated
 
 
 def sample_balanced(
@@ -113,32 +72,6 @@ def sample_balanced(
     return chosen
 
 
-def shortfalls(cfg: StudyConfig, cells: list[Cell], manifest: Manifest) -> list[str]:
-    """Every cell that cannot be drawn: a class whose real pool or generated share holds
-    fewer images than the cell's class-balanced draw needs (one line per mix, not per seed)."""
-    pool = Counter(r.label for r in manifest.split("pool"))
-    made = spread(cfg.generation.count, manifest.classes)
-    problems = []
-    for cell in dict.fromkeys(Cell(c.n_generated, c.n_real, 0) for c in cells):
-        name = cell.name.removesuffix("-seed0")
-        for kind, n, available, fix in (
-            ("real", cell.n_real, pool, "splits.pool or the mix sizes"),
-            ("generated", cell.n_generated, made, "generation.count"),
-        ):
-            need = spread(n, manifest.classes) if n else {}
-            short = [label for label, count in need.items() if count > available[label]]
-            if short:
-                label = short[0]
-                problems.append(
-                    f"cell {name} needs {need[label]} {kind} images of class {label!r} "
-                    f"({n} over {len(manifest.classes)} classes) but only {available[label]} "
-                    f"are available"
-                    + (f" (and {len(short) - 1} more classes)" if len(short) > 1 else "")
-                    + f"; raise {fix}"
-                )
-    return problems
-
-
 def to_pixels(
     images: Iterable[Image.Image], size: int, mean: list[float], std: list[float]
 ) -> torch.Tensor:
@@ -158,6 +91,7 @@ class Backbone:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         source = classifier_source(cfg.classifier)
+        quiet.no_loading_bars()
         processor = AutoImageProcessor.from_pretrained(source)
         self.mean, self.std = list(processor.image_mean), list(processor.image_std)
         self.size = cfg.classifier.image_size
@@ -210,10 +144,12 @@ class FeatureCache:
         if not todo:
             return 0.0
         start = time.perf_counter()
-        for chunk in tqdm(range(0, len(todo), 256), desc="features", unit="x256 images"):
-            batch = todo[chunk : chunk + 256]
-            features = compute(batch)
-            self.rows.update(zip((r.sha256 for r in batch), features, strict=True))
+        with Progress(len(todo), "backbone features", "images") as progress:
+            for chunk in range(0, len(todo), 256):
+                batch = todo[chunk : chunk + 256]
+                features = compute(batch)
+                self.rows.update(zip((r.sha256 for r in batch), features, strict=True))
+                progress.update(len(batch))
         keys = sorted(self.rows)
         blob = save(
             {"features": torch.stack([self.rows[k] for k in keys]).contiguous()},
@@ -344,10 +280,11 @@ def fine_tune(
         backbone.model, optimizer, loader, test_loader, scheduler
     )
     history, probs = [], np.empty(0)
+    progress = Progress(c.epochs * len(loader), "fine-tune", "steps")
     for epoch in range(1, c.epochs + 1):
         model.train()
         seen = correct = total_loss = 0.0
-        for pixels, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False):
+        for pixels, labels in loader:
             loss, hits = classifier_step(model, pixels, labels, accelerator.backward)
             optimizer.step()
             scheduler.step()
@@ -355,6 +292,7 @@ def fine_tune(
             seen += len(labels)
             correct += hits.item()
             total_loss += loss.item() * len(labels)
+            progress.update(1, epoch=epoch)
         model.eval()
         logits_all, labels_all = [], []
         with torch.no_grad():
@@ -374,17 +312,14 @@ def fine_tune(
             }
         )
         probs = test_logits.softmax(1).numpy()
+    progress.close()
     return probs, history
 
 
 def feature_cache_path(cfg: StudyConfig) -> Path:
     """The linear probe's feature cache of this run and backbone."""
     c = cfg.classifier
-    return cfg.run_dir / "features" / f"{config_hash(c.tiny, c.model, c.image_size)}.safetensors"
-
-
-def cells_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "cells"
+    return cfg.paths.features(config_hash(c.tiny, c.model, c.image_size))
 
 
 class CellRunner:
@@ -396,7 +331,7 @@ class CellRunner:
         self.classes = self.manifest.classes
         self._backbone: Backbone | None = None
         self._generated: list[ImageRecord] | None = None
-        self.load = ImageLoader(cfg.dataset, generated_dir(cfg))
+        self.load = ImageLoader(cfg.dataset, cfg.paths.generated)
 
     @functools.cached_property
     def feature_cache(self) -> FeatureCache:
@@ -411,14 +346,14 @@ class CellRunner:
 
     def generated(self) -> list[ImageRecord]:
         if self._generated is None:
-            self._generated = read_generated_manifest(generated_dir(self.cfg) / "manifest.csv")
+            self._generated = read_generated_manifest(self.cfg.paths.generated_manifest)
         return self._generated
 
     def cell_hash(self, cell: Cell) -> str:
-        inputs = [asdict(cell), sha256_file(manifest_path(self.cfg))]
+        inputs = [asdict(cell), sha256_file(self.cfg.paths.manifest)]
         if cell.n_generated:
             self.generated()  # a clear error if the generate stage has not run
-            inputs.append(sha256_file(generated_dir(self.cfg) / "manifest.csv"))
+            inputs.append(sha256_file(self.cfg.paths.generated_manifest))
         return config_hash(self.cfg.classifier, *inputs)
 
     def warm_features(self, with_generated: bool) -> float:
@@ -436,23 +371,23 @@ class CellRunner:
 
     def is_done(self, cell: Cell) -> bool:
         """Its metrics.json exists and was made with the current settings and images."""
-        out = cells_dir(self.cfg) / cell.name / "metrics.json"
-        if not out.exists():
-            return False
+        out = self.cfg.paths.cell_metrics(cell.name)
         try:
-            return json.loads(out.read_text()).get("config_hash") == self.cell_hash(cell)
+            return out.exists() and read_json(out).get("config_hash") == self.cell_hash(cell)
         except DataError:
             return False
 
+    def metrics(self, cell: Cell) -> dict:
+        """The saved metrics of a cell that is done."""
+        return read_json(self.cfg.paths.cell_metrics(cell.name))
+
     def run(self, cell: Cell) -> dict:
         """Train and test one cell, or return its saved metrics if they match its config."""
-        out = cells_dir(self.cfg) / cell.name / "metrics.json"
+        out = self.cfg.paths.cell_metrics(cell.name)
         key = self.cell_hash(cell)
-        if self.is_done(cell):
+        if same_settings(out, {"config_hash": key}, str(out.parent)):
             log.info("%s: done already, skipped", cell.name)
-            return json.loads(out.read_text())
-        if out.exists():
-            log.warning("%s: settings changed since its metrics.json; running it again", cell.name)
+            return read_json(out)
         start = time.perf_counter()
         train = sample_balanced(
             self.manifest.split("pool"), cell.n_real, self.classes, cell.seed, "real"
@@ -508,11 +443,11 @@ class CellRunner:
             "test_images": [[r.split, r.ref, r.sha256] for r in test],
             "timings": timings,
         }
-        atomic_write_bytes(out, (json.dumps(metrics, indent=1) + "\n").encode())
+        write_json(out, metrics, indent=1, sort_keys=False)
         return metrics
 
 
-def train_cell(cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int) -> dict:
+def run_cell(cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int) -> dict:
     """Notebook 03's one call: train and test the classifier on one mix."""
     if n_real is None:
         n_real = default_real_count(cfg.study, n_generated)

@@ -7,11 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from synthaug.browser import BrowserError
 from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
-from synthaug.study import STAGES, StudyError, run_study
+from synthaug.io import SettingsMismatch
+from synthaug.study import STAGES, StudyError, run_study, task_commands
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -28,7 +31,40 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    run_study(args.file, _overrides(args.parameters), stage=args.stage, dry_run=args.dry_run)
+    if args.print_tasks:
+        for line in task_commands(args.file, _overrides(args.parameters), stage=args.stage):
+            print(line)
+        return
+    run_study(
+        args.file,
+        _overrides(args.parameters),
+        stage=args.stage,
+        dry_run=args.dry_run,
+        verbose=args.verbose,
+    )
+
+
+def cmd_check_report(args: argparse.Namespace) -> None:
+    """Open the built report in headless Chromium; fail on a missing Table 2 or a broken
+    figure; with `--screenshots DIR`, save the landing page and Figure 1 as PNGs."""
+    from synthaug.browser import check_page, screenshot
+
+    cfg = _load(args)
+    html = cfg.paths.book_index.parent
+    if not cfg.paths.book_index.exists():
+        raise DataError(f"no report at {cfg.paths.book_index}; run `synthaug run` first")
+    page = check_page(html, "04_analysis.html")
+    broken = [image["src"] for image in page["images"] if not image["ok"]]
+    print(f"{page['title']}: {len(page['images'])} figures, {len(broken)} broken")
+    if broken or "Table 2" not in page["text"]:
+        raise DataError(f"the report's landing page is incomplete: broken {broken}")
+    if args.screenshots:
+        out = Path(args.screenshots)
+        for name, shown in (
+            ("landing.png", "04_analysis.html"),
+            ("figure1.png", "02_generate.html"),
+        ):
+            print(screenshot(html, shown, out / name))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     for name, func, help_text in (
         ("run", cmd_run, "run the whole study through papermill, then build the book"),
         ("validate", cmd_validate, "check a profile and print the resolved config"),
+        ("check-report", cmd_check_report, "open the built report in headless Chromium"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("-f", "--file", required=True, help="profile, e.g. params/smoke.yaml")
@@ -50,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
             help="override, dotted for nested keys: -p generator.epochs 3",
         )
         sub.set_defaults(func=func)
+        if name == "check-report":
+            sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
         if name == "run":
             sub.add_argument(
                 "--stage",
@@ -60,15 +99,38 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--dry-run", action="store_true", help="print the plan (done / to run) and stop"
             )
+            sub.add_argument(
+                "--print-tasks",
+                action="store_true",
+                help="print one shell command per task still to do (for a cluster's "
+                "scheduler), in order, and stop",
+            )
+            sub.add_argument(
+                "-v",
+                "--verbose",
+                action="store_true",
+                help="also show papermill's log and the Jupyter kernels' own output",
+            )
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.func(args)
-    except (ConfigError, DataError, MissingBackboneError, StudyError) as error:
+    except (
+        BrowserError,
+        ConfigError,
+        DataError,
+        MissingBackboneError,
+        SettingsMismatch,
+        StudyError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthaug.paths import RunPaths
+
 CLASS_KEYWORD = "{class_name}"
 
 
@@ -91,7 +93,7 @@ class TinyFluxConfig(_Section):
         return self
 
 
-class LoraConfig(_Section):
+class AdapterConfig(_Section):
     rank: int = Field(16, gt=0)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -153,7 +155,7 @@ class GeneratorConfig(_Section):
     pretrain: PretrainConfig | None = Field(
         None, description="with base_model 'tiny': pretrain it on real images first"
     )
-    lora: LoraConfig = LoraConfig()
+    lora: AdapterConfig = AdapterConfig()
     optimizer: Literal["prodigy", "adamw"] = "prodigy"
     learning_rate: float = Field(1.0, gt=0, description="Prodigy expects 1.0")
     weight_decay: float = Field(0.0, ge=0)
@@ -307,6 +309,11 @@ class StudyConfig(_Section):
     def run_dir(self) -> Path:
         """Where every stage of this study writes: <output_dir>/<name>."""
         return resolve_path(self.output_dir) / self.name
+
+    @property
+    def paths(self) -> RunPaths:
+        """Every path of the run folder."""
+        return RunPaths(self.run_dir)
 
 
 SECTIONS = tuple(StudyConfig.model_fields)

@@ -6,19 +6,17 @@ which images (path or hub row, class, sha256 of the bytes) it used.
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from PIL import Image, UnidentifiedImageError
 
 from synthaug.config import DatasetConfig, SplitsConfig, StudyConfig, config_hash, resolve_path
-from synthaug.io import atomic_write_text, read_json, sha256_bytes, write_json
+from synthaug.io import read_csv, same_settings, sha256_bytes, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +50,6 @@ class Manifest:
     def counts(self) -> dict[str, Counter[str]]:
         """Images per class in each split."""
         return {s: Counter(r.label for r in self.split(s)) for s in SPLITS}
-
-
-class ImageSource(Protocol):
-    """Where image bytes come from; the same downstream objects for folders and hub data."""
-
-    def scan(self) -> list[tuple[str, str, bytes]]:
-        """Every (ref, label, raw bytes) of the selected classes."""
-
-    def read_bytes(self, ref: str) -> bytes: ...
 
 
 class FolderSource:
@@ -258,57 +247,34 @@ def make_splits(records: list[ImageRecord], cfg: SplitsConfig) -> Manifest:
 
 
 def write_manifest(path: Path, manifest: Manifest) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_FIELDS)
-    writer.writerows((r.ref, r.label, r.split, r.sha256) for r in manifest.records)
-    return atomic_write_text(path, buffer.getvalue())
+    rows = ((r.ref, r.label, r.split, r.sha256) for r in manifest.records)
+    return write_csv(path, MANIFEST_FIELDS, rows)
 
 
 def read_manifest(path: Path) -> Manifest:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(path)
     if rows and tuple(rows[0]) != MANIFEST_FIELDS:
         raise DataError(f"{path} is not a synthaug manifest (columns {MANIFEST_FIELDS})")
     records = [ImageRecord(r["ref"], r["label"], r["sha256"], r["split"]) for r in rows]
     return Manifest(classes=sorted({r.label for r in records}), records=records)
 
 
-def generated_dir(cfg: StudyConfig) -> Path:
-    """Where the generate stage writes the synthetic set."""
-    return cfg.run_dir / "generated"
-
-
-def manifest_path(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "data" / "manifest.csv"
-
-
 def prepare_data(cfg: StudyConfig, write: bool = True) -> Manifest:
     """Stage 0: scan the dataset, split it, write `<run>/data/manifest.csv` (reused if the
     dataset and split settings are unchanged; a different setting never overwrites it).
     `write=False` returns the manifest without writing anything (dry runs)."""
-    path = manifest_path(cfg)
-    key = config_hash(cfg.dataset, cfg.splits.model_dump(mode="json"))
-    meta_path = path.with_suffix(".json")
-    if path.exists():
-        meta = read_json(meta_path) if meta_path.exists() else {}
-        if meta.get("config_hash") != key:
-            raise DataError(
-                f"{path} was made with other dataset/splits settings; give the study a new "
-                "`name` (or delete that run folder) to split again"
-            )
+    path = cfg.paths.manifest
+    settings = {
+        "config_hash": config_hash(cfg.dataset, cfg.splits.model_dump(mode="json")),
+        "dataset": cfg.dataset.model_dump(mode="json"),
+        "splits": cfg.splits.model_dump(mode="json"),
+    }
+    if same_settings(cfg.paths.manifest_settings, settings, str(path)) and path.exists():
         return read_manifest(path)
     manifest = make_splits(scan_records(open_source(cfg.dataset), cfg.dataset), cfg.splits)
     if not write:
         return manifest
-    write_json(
-        meta_path,
-        {
-            "config_hash": key,
-            "dataset": cfg.dataset.model_dump(mode="json"),
-            "splits": cfg.splits.model_dump(mode="json"),
-        },
-    )
+    write_json(cfg.paths.manifest_settings, settings)
     write_manifest(path, manifest)
     return manifest
 
@@ -324,11 +290,7 @@ def read_generated_manifest(path: Path) -> list[ImageRecord]:
             f"no generated images at {path.parent}: run the generate stage "
             "(notebooks/02_generate.ipynb or `synthaug run --stage generate`) first"
         )
-    with open(path, newline="") as handle:
-        return [
-            ImageRecord(r["file"], r["label"], r["sha256"], GENERATED)
-            for r in csv.DictReader(handle)
-        ]
+    return [ImageRecord(r["file"], r["label"], r["sha256"], GENERATED) for r in read_csv(path)]
 
 
 class ImageLoader:

@@ -10,23 +10,32 @@ truncated file is generated again; a set made with other settings is never overw
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from synthaug.config import StudyConfig
-from synthaug.data import DataError, generated_dir, prepare_data, spread
-from synthaug.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file, write_json
-from synthaug.lora import WEIGHTS, base_model_source, lora_dir, prompt_for
+from synthaug.data import DataError, prepare_data, spread
+from synthaug.flux import prompt_for
+from synthaug.io import (
+    atomic_write_bytes,
+    read_csv,
+    read_json,
+    safetensors_digest,
+    same_settings,
+    sha256_bytes,
+    sha256_file,
+    write_csv,
+    write_json,
+)
 from synthaug.models import base_name, default_device, load_flux_pipeline, weight_dtype
+from synthaug.pretrain import base_model_source
+from synthaug.progress import Progress
 
 log = logging.getLogger(__name__)
 FIELDS = (
@@ -60,7 +69,7 @@ def image_seed(global_seed: int, label: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def plan_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
+def list_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
     """`generation.count` images spread evenly over classes (remainder alphabetical)."""
     return [
         Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
@@ -109,18 +118,11 @@ def _settings(cfg: StudyConfig, source: str, lora_sha: str) -> dict:
 
 
 def _read_rows(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as handle:
-        return {row["file"]: row for row in csv.DictReader(handle)}
+    return {row["file"]: row for row in read_csv(path)} if path.exists() else {}
 
 
 def _write_rows(path: Path, rows: dict[str, dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows[key] for key in sorted(rows))
-    atomic_write_text(path, buffer.getvalue())
+    write_csv(path, FIELDS, ([rows[key][f] for f in FIELDS] for key in sorted(rows)))
 
 
 def _is_done(out: Path, row: dict | None) -> bool:
@@ -137,7 +139,7 @@ def load_generator(cfg: StudyConfig, classes: list[str], device: str | torch.dev
     Weights are held in the dtype of `generator.mixed_precision` (bf16 for the paper
     profile), on `device` (default: the first GPU, else the CPU)."""
     source = base_model_source(cfg)
-    weights = lora_dir(cfg) / WEIGHTS
+    weights = cfg.paths.lora_weights
     if not weights.is_file():
         raise DataError(
             f"no LoRA at {weights}: run the LoRA stage "
@@ -150,8 +152,7 @@ def load_generator(cfg: StudyConfig, classes: list[str], device: str | torch.dev
     )
     pipe.unload_lora_weights()
     pipe.to(device or default_device())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, source, sha256_file(weights)
+    return pipe, source, safetensors_digest(weights)
 
 
 def denoise(pipe, cfg: StudyConfig, jobs: list[Job], output_type: str = "pil") -> list:
@@ -186,26 +187,22 @@ def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
     """Notebook 02's one call: generate (or finish) this shard of the synthetic set."""
     index, count = parse_shard(shard)
     classes = prepare_data(cfg).classes
-    out = generated_dir(cfg)
+    out = cfg.paths.generated
     pipe, source, lora_sha = load_generator(cfg, classes)
     settings = _settings(cfg, source, lora_sha)
-    settings_path = out / "settings.json"
-    if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
-        raise DataError(
-            f"{out} holds images generated with other settings (see "
-            f"{settings_path}); give the study a new `name` or delete that folder"
-        )
-    write_json(settings_path, settings)
+    if not same_settings(out / "settings.json", settings, str(out)):
+        write_json(out / "settings.json", settings)
 
-    jobs = plan_jobs(cfg, classes)
-    shard_path = out / f"manifest.shard{index}of{count}.csv"
-    rows = _read_rows(shard_path) | _read_rows(out / "manifest.csv")
+    jobs = list_jobs(cfg, classes)
+    shard_path = cfg.paths.generated_shard(index, count)
+    rows = _read_rows(shard_path) | _read_rows(cfg.paths.generated_manifest)
     mine = batches_of(jobs, cfg.generation.batch_size, (index, count))
     todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
     done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}
     start = time.perf_counter()
     made = 0
-    progress = tqdm(total=sum(len(b) for b in todo), desc=f"generate {index}/{count}", unit="img")
+    shard_text = f" (shard {index}/{count})" if count > 1 else ""
+    progress = Progress(sum(len(b) for b in todo), f"generate{shard_text}", "images")
     for batch in todo:
         for job, png in zip(batch, render(pipe, cfg, batch), strict=True):
             atomic_write_bytes(out / job.file, png)
@@ -222,8 +219,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
             }
         _write_rows(shard_path, done_rows)  # a kill loses at most the batch in flight
         made += len(batch)
-        progress.update(len(batch))
-        progress.set_postfix(img_per_s=f"{made / (time.perf_counter() - start):.2f}")
+        progress.update(len(batch), rate=f"{made / (time.perf_counter() - start):.2f} img/s")
     progress.close()
     elapsed = time.perf_counter() - start
     _write_rows(shard_path, done_rows)
@@ -261,14 +257,14 @@ def regenerate_one(cfg: StudyConfig, label: str, index: int) -> bytes:
 
 def is_complete(cfg: StudyConfig) -> bool:
     """The whole set exists, made with the current LoRA (cheap check; no image hashing)."""
-    out = generated_dir(cfg)
+    out = cfg.paths.generated
     settings_path = out / "settings.json"
-    weights = lora_dir(cfg) / WEIGHTS
+    weights = cfg.paths.lora_weights
     if not ((out / "manifest.csv").exists() and settings_path.exists() and weights.exists()):
         return False
-    settings = json.loads(settings_path.read_text())
+    settings = read_json(settings_path)
     return (
-        settings.get("lora_sha256") == sha256_file(weights)
+        settings.get("lora_sha256") == safetensors_digest(weights)
         and settings.get("count") == cfg.generation.count
         and len(_read_rows(out / "manifest.csv")) == cfg.generation.count
     )

@@ -10,6 +10,7 @@ gives every notebook a fresh kernel instead.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
@@ -83,13 +84,28 @@ papermill_engines.register(ENGINE, WarmKernelEngine)
 
 class WarmKernel:
     """One kernel for the notebooks a worker runs; started on first use. Use it from the
-    thread that created it (its event loop is that thread's)."""
+    thread that created it (its event loop is that thread's).
 
-    def __init__(self, kernel_name: str = "python3") -> None:
+    The kernel process's own output (its start-up notices, anything written straight to
+    its file descriptors) goes to `log` when given, else to this process's terminal; what
+    the notebooks print goes into the notebooks either way."""
+
+    def __init__(self, kernel_name: str = "python3", log: Path | None = None) -> None:
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
+        self.log = log
 
     def papermill_kwargs(self) -> dict[str, Any]:
+        if not self.manager.has_kernel:
+            self._start()
         return {"engine_name": ENGINE, "km": self.manager}
+
+    def _start(self) -> None:
+        if self.log is None:
+            run_sync(self.manager.start_kernel)()
+            return
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as handle:  # the kernel keeps its own copy of the handle
+            run_sync(self.manager.start_kernel)(stdout=handle, stderr=handle)
 
     def shutdown(self) -> None:
         if self.manager.has_kernel:

@@ -16,9 +16,7 @@ The loop, step by step:
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import math
 import time
@@ -28,38 +26,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save
-from tqdm.auto import tqdm
 
-from synthaug.config import TINY, StudyConfig, config_hash
+from synthaug.config import StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
-from synthaug.io import atomic_write_bytes, atomic_write_text, write_json
-from synthaug.models import load_flux_pipeline, make_accelerator, tiny_flux_dir, weight_dtype
-from synthaug.vocab import PROMPT_WORDS, caption_words
+from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
+from synthaug.io import atomic_write_bytes, read_json, same_settings, write_csv, write_json
+from synthaug.models import load_flux_pipeline, make_accelerator, weight_dtype
+from synthaug.paths import LORA_WEIGHTS
+from synthaug.pretrain import base_model_source
+from synthaug.progress import Progress
+from synthaug.vocab import PROMPT_WORDS
 
 log = logging.getLogger(__name__)
-WEIGHTS = "pytorch_lora_weights.safetensors"
-
-
-def lora_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "lora"
-
-
-def base_model_source(cfg: StudyConfig) -> str:
-    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally
-    (pretrained when the profile says so). It depends on the base's own settings only,
-    never on the study's dataset: every study with the same base shares one cached copy."""
-    if cfg.generator.base_model == TINY:
-        if cfg.generator.pretrain is not None:
-            from synthaug.pretrain import pretrained_base_dir
-
-            return pretrained_base_dir(cfg)
-        return str(tiny_flux_dir(cfg.generator.tiny))
-    return cfg.generator.base_model
-
-
-def prompt_for(cfg: StudyConfig, label: str) -> str:
-    """The class's prompt, its folder name written as words (`golfcourse` as `golf course`)."""
-    return cfg.generation.prompt_template.format(class_name=caption_words(label))
 
 
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -85,90 +63,6 @@ def encode_training_set(
     return {"latents": torch.cat(latents).float(), **encode_class_prompts(cfg, pipe, labels)}
 
 
-def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:
-    """Each prompt encoded by CLIP (pooled) and T5 (sequence), followed by the empty prompt
-    (the last row: the unconditional caption of caption dropout and true CFG)."""
-    embeds, pooled, _ = pipe.encode_prompt(
-        [*prompts, ""], prompt_2=None, max_sequence_length=max_sequence_length
-    )
-    return {"prompt_embeds": embeds.float(), "pooled_prompt_embeds": pooled.float()}
-
-
-@torch.no_grad()
-def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str, torch.Tensor]:
-    """Each class prompt (classes sorted) encoded once, and each label's row among them."""
-    classes = sorted(set(labels))
-    encoded = encode_prompts(
-        pipe, [prompt_for(cfg, c) for c in classes], cfg.generator.max_sequence_length
-    )
-    index = {label: i for i, label in enumerate(classes)}
-    device = encoded["prompt_embeds"].device
-    return {"prompt_index": torch.tensor([index[x] for x in labels], device=device), **encoded}
-
-
-def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Flow-matching times in (0, 1): logit-normal (SD3/FLUX trainers), uniform, or a
-    logit-normal shifted toward noise (shift 3, FLUX.1-dev's scheduler shift)."""
-    if kind == "uniform":
-        return torch.rand(batch, generator=generator)
-    sigmas = torch.sigmoid(torch.randn(batch, generator=generator))
-    if kind == "shifted_sigmoid":
-        shift = 3.0
-        sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
-    return sigmas
-
-
-def flow_matching_loss(
-    transformer,
-    cache: dict[str, torch.Tensor],
-    rows: torch.Tensor,
-    step_seed: int,
-    cfg: StudyConfig,
-    caption_dropout: float = 0.0,
-) -> torch.Tensor:
-    """The rectified-flow loss on packed latents for one batch of cached images, each
-    caption replaced by the empty one (the prompt tensors' last row) with probability
-    `caption_dropout`.
-
-    Noise, times and dropout come from a CPU generator seeded by `step_seed` (the same
-    numbers on any device, so a resumed run is bit-identical), then move to the cache's
-    device."""
-    from diffusers import FluxPipeline
-
-    generator = torch.Generator().manual_seed(step_seed)
-    x0 = cache["latents"][rows.to(cache["latents"].device)]
-    batch, channels, height, width = x0.shape
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
-    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
-    prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
-    if caption_dropout > 0:
-        dropped = torch.rand(batch, generator=generator) < caption_dropout
-        empty = len(cache["prompt_embeds"]) - 1
-        prompts = torch.where(dropped.to(prompts.device), empty, prompts)
-    device, dtype = transformer.device, transformer.dtype
-    guidance = None
-    if transformer.config.guidance_embeds:
-        guidance = torch.full((batch,), cfg.generator.guidance_scale, device=device)
-    text = cache["prompt_embeds"][prompts]
-    prediction = transformer(
-        hidden_states=FluxPipeline._pack_latents(noisy, batch, channels, height, width).to(
-            device, dtype
-        ),
-        timestep=sigmas.to(device, dtype),
-        guidance=guidance,
-        pooled_projections=cache["pooled_prompt_embeds"][prompts].to(device, dtype),
-        encoder_hidden_states=text.to(device, dtype),
-        txt_ids=torch.zeros(text.shape[1], 3, device=device, dtype=dtype),
-        img_ids=FluxPipeline._prepare_latent_image_ids(
-            batch, height // 2, width // 2, device, dtype
-        ),
-        return_dict=False,
-    )[0]
-    target = FluxPipeline._pack_latents(noise - x0, batch, channels, height, width)
-    return torch.nn.functional.mse_loss(prediction.float(), target.to(device).float())
-
-
 def lora_targets(transformer, suffixes: list[str]) -> list[str]:
     """The full names of the modules inside the double- and single-stream blocks that end in
     one of `suffixes`. (peft matches a bare suffix anywhere: `proj_out` would also catch the
@@ -188,7 +82,7 @@ def lora_targets(transformer, suffixes: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Plan:
+class StepSchedule:
     """How many steps: every image `repeats` times per epoch, in batches."""
 
     n_images: int
@@ -214,22 +108,23 @@ class Plan:
 def _save_lora(transformer, folder: Path) -> Path:
     """The LoRA as `FluxPipeline.load_lora_weights` reads it: peft's state dict under the
     `transformer.` prefix, with the adapter's config (rank, alpha, targets) as metadata, so
-    the loader scales it by alpha / rank as training did. (Converting it to the older
+    the loader scales it by alpha / rank as training did, and the same bytes in every
+    process (peft keeps the targets in a set). (Converting it to the older
     diffusers `lora.down/up` naming would make the loader drop every attention
     projection; leaving out the metadata makes it assume alpha = rank: both tested.)"""
     from diffusers import FluxPipeline
     from peft.utils import get_peft_model_state_dict
 
     layers = get_peft_model_state_dict(transformer)
+    metadata = transformer.peft_config["default"].to_dict()
+    metadata["target_modules"] = sorted(metadata["target_modules"])  # a set: hash-ordered
     tmp = folder / ".weights-tmp"
     FluxPipeline.save_lora_weights(
-        tmp,
-        transformer_lora_layers=layers,
-        transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
+        tmp, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata
     )
-    (tmp / WEIGHTS).replace(folder / WEIGHTS)
+    (tmp / LORA_WEIGHTS).replace(folder / LORA_WEIGHTS)
     tmp.rmdir()
-    return folder / WEIGHTS
+    return folder / LORA_WEIGHTS
 
 
 def _checkpoint(path: Path, transformer, optimizer, scheduler, step: int, losses: list) -> None:
@@ -337,11 +232,11 @@ def lora_key(cfg: StudyConfig) -> str:
 
 def is_trained(cfg: StudyConfig) -> bool:
     """A finished LoRA with the current settings is on disk."""
-    summary = lora_dir(cfg) / "summary.json"
+    summary = cfg.paths.lora_summary
     return (
         summary.exists()
-        and (lora_dir(cfg) / WEIGHTS).exists()
-        and json.loads(summary.read_text())["config_hash"] == lora_key(cfg)
+        and cfg.paths.lora_weights.exists()
+        and read_json(summary)["config_hash"] == lora_key(cfg)
     )
 
 
@@ -353,19 +248,14 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     """
     from peft import LoraConfig
 
-    out = lora_dir(cfg)
+    out = cfg.paths.lora
     g = cfg.generator
     key = lora_key(cfg)
-    summary_path = out / "summary.json"
     if is_trained(cfg):
-        return json.loads(summary_path.read_text())
-    meta = out / "config.json"
-    if meta.exists() and json.loads(meta.read_text())["config_hash"] != key:
-        raise RuntimeError(
-            f"{out} holds a LoRA trained with other settings; give the study a "
-            "new `name` (or delete that folder) to train again"
-        )
-    write_json(meta, {"config_hash": key, "generator": g.model_dump(mode="json")})
+        return read_json(cfg.paths.lora_summary)
+    settings = {"config_hash": key, "generator": g.model_dump(mode="json")}
+    if not same_settings(out / "config.json", settings, str(out)):
+        write_json(out / "config.json", settings)
 
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
@@ -403,14 +293,14 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     if g.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     optimizer = _make_optimizer(cfg, params)
-    plan = Plan(len(records), g.repeats, g.batch_size, g.epochs)
+    step_schedule = StepSchedule(len(records), g.repeats, g.batch_size, g.epochs)
     from diffusers.optimization import get_scheduler
 
     scheduler = get_scheduler(
         g.lr_scheduler,
         optimizer,
         num_warmup_steps=g.lr_warmup_steps,
-        num_training_steps=plan.total_steps,
+        num_training_steps=step_schedule.total_steps,
     )
     checkpoint_path = out / "checkpoint.pt"
     step, losses = 0, []
@@ -422,21 +312,21 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, losses = state["step"], state["losses"]
-        log.info("resuming LoRA training at step %d of %d", step, plan.total_steps)
+        log.info("resuming LoRA training at step %d of %d", step, step_schedule.total_steps)
     transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
     cache = {k: v.to(accelerator.device) for k, v in cache.items()}
 
     sampler = None  # the pipeline of the sample grids, without text encoders; built once
     train_start, first_step = time.perf_counter(), step
     transformer.train()
-    progress = tqdm(total=plan.total_steps, initial=step, desc="LoRA", unit="step")
-    epoch = step // plan.steps_per_epoch
-    while step < plan.total_steps:
-        batches = plan.order(g.seed, epoch)
-        for rows in batches[step - epoch * plan.steps_per_epoch :]:
-            torch.manual_seed(g.seed * 1_000_003 + step)  # LoRA dropout, if any
+    progress = Progress(step_schedule.total_steps, "LoRA", "steps", initial=step)
+    epoch = step // step_schedule.steps_per_epoch
+    while step < step_schedule.total_steps:
+        batches = step_schedule.order(g.seed, epoch)
+        for rows in batches[step - epoch * step_schedule.steps_per_epoch :]:
+            torch.manual_seed(step_seed(g.seed, step))  # LoRA dropout, if any
             loss = flow_matching_loss(
-                transformer, cache, rows, g.seed * 1_000_003 + step, cfg, g.caption_dropout
+                transformer, cache, rows, step_seed(g.seed, step), cfg, g.caption_dropout
             )
             accelerator.backward(loss)
             optimizer.step()
@@ -444,10 +334,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             optimizer.zero_grad()
             losses.append([epoch + 1, step + 1, loss.item(), len(rows)])
             step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{loss.item():.4f}")
             stopping = stop_after is not None and step - first_step >= stop_after
-            if stopping or step % g.checkpoint_every == 0 or step == plan.total_steps:
+            if stopping or step % g.checkpoint_every == 0 or step == step_schedule.total_steps:
                 _checkpoint(
                     checkpoint_path,
                     accelerator.unwrap_model(transformer),
@@ -458,7 +347,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
                 )
             if stopping:
                 progress.close()
-                return {"stopped_at": step, "total_steps": plan.total_steps}
+                return {"stopped_at": step, "total_steps": step_schedule.total_steps}
         epoch += 1
         if sampler is None:
             sampler = load_flux_pipeline(
@@ -483,7 +372,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         "device": str(accelerator.device),
         "mixed_precision": g.mixed_precision,
         "gradient_checkpointing": g.gradient_checkpointing,
-        "steps": plan.total_steps,
+        "steps": step_schedule.total_steps,
         "n_images": len(records),
         "epochs": g.epochs,
         "repeats": g.repeats,
@@ -491,9 +380,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         "epoch_loss": _epoch_means(losses),
     }
     write_json(out / "bench.json", bench)
-    write_json(summary_path, summary)
+    write_json(cfg.paths.lora_summary, summary)
     print(
-        f"LoRA: {plan.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
+        f"LoRA: {step_schedule.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
         + (f", encoding cache built in {bench['cache_s']:.1f}s" if "cache_s" in bench else "")
     )
     return summary
@@ -517,11 +406,7 @@ def _write_epoch_outputs(
     epoch: int,
 ) -> None:
     """The per-step loss log and this epoch's sample grid (users pick an epoch by eye)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", "step", "loss", "batch_size"])
-    writer.writerows(losses)
-    atomic_write_text(out / "loss.csv", buffer.getvalue())
+    write_csv(out / "loss.csv", ["epoch", "step", "loss", "batch_size"], losses)
     transformer = sampler.transformer
     transformer.eval()
     with torch.no_grad():

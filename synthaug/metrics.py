@@ -109,14 +109,18 @@ class Interval:
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> Interval:
+    """The mean with scipy's Student-t interval (bounds NaN for one value, the mean itself
+    when every value is equal)."""
     from scipy import stats
 
     data = np.asarray(values, dtype=float)
     mean = float(data.mean())
     if len(data) < 2:
         return Interval(mean, math.nan, math.nan, len(data))
-    half = stats.t.ppf((1 + level) / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
-    return Interval(mean, mean - float(half), mean + float(half), len(data))
+    if np.all(data == data[0]):
+        return Interval(mean, mean, mean, len(data))
+    low, high = stats.t.interval(level, len(data) - 1, loc=mean, scale=stats.sem(data))
+    return Interval(mean, float(low), float(high), len(data))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from synthaug import dinov2
+from synthaug import dinov2, quiet
 from synthaug.config import TINY, ClassifierConfig, TinyFluxConfig, TinyVitConfig, config_hash
+from synthaug.flux import FLUX_SCHEDULER
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -27,14 +28,6 @@ DINOV2_OFFLINE = "dinov2-small-offline"
 TOKENIZERS_VERSION = "fixed-aerial-v2"
 
 # FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
-FLUX_SCHEDULER = {
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-}
 
 
 def weight_dtype(mixed_precision: str) -> torch.dtype:
@@ -192,7 +185,10 @@ def load_flux_pipeline(
     `components` replace loaded parts (e.g. `transformer=` the one being trained)."""
     from diffusers import FluxPipeline
 
-    return FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
+    quiet.no_loading_bars()
+    pipe = FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
+    pipe.set_progress_bar_config(disable=True)  # the stages show their own progress
+    return pipe
 
 
 def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:

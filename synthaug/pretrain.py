@@ -1,13 +1,13 @@
-"""The CPU profile's base model: the tiny FLUX-architecture pipeline pretrained on AID.
+"""The base model every LoRA adapts: a hub id or folder, or the tiny pipeline, pretrained.
 
 FLUX.1-dev was pretrained on billions of images before the paper's LoRA adapted it to
-PatternNet. A randomly initialised tiny pipeline knows nothing, so for the CPU profile
-`synthaug` first pretrains it on real aerial images (AID, 30 classes, class names as
-prompts): the VAE as an autoencoder (L1 reconstruction + a small KL term), then its
-latent scale and shift are measured as FLUX's are (unit variance), then the transformer
-is fully trained with the same rectified-flow loss the LoRA uses. The text encoders stay
-as built (random, frozen): the transformer learns to read their outputs. The result is
-saved with `save_pretrained` and cached by its config, so later runs reuse it.
+PatternNet. A randomly initialised tiny pipeline knows nothing, so the CPU profiles first
+pretrain it on real aerial images (AID, 30 classes, class names as captions): the VAE as
+an autoencoder (L1 reconstruction + a small KL term), then its latent scale and shift are
+measured as FLUX's are (unit variance), then the transformer (and, if the profile says so,
+the tiny text encoders) learns with the same rectified-flow loss the LoRA uses. The result
+is saved with `save_pretrained` and cached by its own settings (`base_key`, nothing of the
+study's dataset), so every study on that base shares one copy.
 """
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from synthaug.config import StudyConfig, config_hash, resolve_path
+from synthaug.config import TINY, StudyConfig, config_hash, resolve_path
 from synthaug.data import FolderSource, decode_image
+from synthaug.flux import encode_prompts, flow_matching_loss, step_seed
 from synthaug.io import write_json
-from synthaug.models import TOKENIZERS_VERSION, build_once, cache_root, tiny_flux_pipeline
+from synthaug.models import (
+    TOKENIZERS_VERSION,
+    build_once,
+    cache_root,
+    tiny_flux_dir,
+    tiny_flux_pipeline,
+)
+from synthaug.progress import Progress
 from synthaug.vocab import caption_words
 
 log = logging.getLogger(__name__)
@@ -75,7 +82,8 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
     schedule = warmup_cosine(optimizer, pre.vae_steps)
     vae.train()
     losses = []
-    for _ in tqdm(range(pre.vae_steps), desc="pretrain VAE", unit="step"):
+    progress = Progress(pre.vae_steps, "pretraining the base: VAE", "steps")
+    for _ in range(pre.vae_steps):
         rows = torch.randint(len(pixels), (pre.batch_size,), generator=generator)
         x = _as_float(pixels[rows])
         posterior = vae.encode(x).latent_dist
@@ -86,6 +94,8 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
         schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+        progress.update(1, loss=f"{loss.item():.4f}")
+    progress.close()
     vae.eval()
     return losses
 
@@ -110,8 +120,6 @@ def train_transformer(
 ) -> list[float]:
     """The transformer (and, if the profile says so, the text encoders) trained with the
     LoRA's rectified-flow loss, captions dropped to the empty one at `caption_dropout`."""
-    from synthaug.lora import encode_prompts, flow_matching_loss
-
     pre = cfg.generator.pretrain
     texts = captions(classes, pre.caption_template)
     max_length = cfg.generator.max_sequence_length
@@ -128,14 +136,15 @@ def train_transformer(
         with torch.no_grad():
             fixed = encode_prompts(pipe, texts, max_length)
     losses = []
-    for step in tqdm(range(pre.transformer_steps), desc="pretrain transformer", unit="step"):
+    progress = Progress(pre.transformer_steps, "pretraining the base: transformer", "steps")
+    for step in range(pre.transformer_steps):
         rows = torch.randint(len(latents), (pre.batch_size,), generator=generator)
         prompts = encode_prompts(pipe, texts, max_length) if encoders else fixed
         loss = flow_matching_loss(
             pipe.transformer,
             cache | prompts,
             rows,
-            pre.seed * 1_000_003 + step,
+            step_seed(pre.seed, step),
             cfg,
             pre.caption_dropout,
         )
@@ -144,6 +153,8 @@ def train_transformer(
         schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+        progress.update(1, loss=f"{loss.item():.4f}")
+    progress.close()
     for module in (pipe.transformer, *encoders):
         module.eval()
     return losses
@@ -211,3 +222,14 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
         )
 
     return str(build_once(cache_root() / f"tiny-flux-pretrained-{base_key(cfg)}", build))
+
+
+def base_model_source(cfg: StudyConfig) -> str:
+    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally
+    (pretrained when the profile says so). It depends on the base's own settings only,
+    never on the study's dataset: every study with the same base shares one cached copy."""
+    if cfg.generator.base_model != TINY:
+        return cfg.generator.base_model
+    if cfg.generator.pretrain is None:
+        return str(tiny_flux_dir(cfg.generator.tiny))
+    return pretrained_base_dir(cfg)

@@ -84,43 +84,15 @@ def lora_sample_grids(lora_folder) -> list[tuple[str, object]]:
     return [(p.stem.replace("_", " "), Image.open(p)) for p in paths]
 
 
-def aggregate(cells: list[dict], metric: str = "accuracy") -> pd.DataFrame:
-    """Per (n_generated, n_real): mean of `metric` over seeds with a 95% Student-t CI."""
-    from synthaug.metrics import mean_ci
-
-    groups: dict[tuple[int, int], list[float]] = {}
-    kinds: dict[tuple[int, int], str] = {}
-    for metrics in cells:
-        cell = metrics["cell"]
-        key = (cell["n_generated"], cell["n_real"])
-        groups.setdefault(key, []).append(metrics[metric])
-        kinds[key] = cell["kind"]
-    rows = []
-    for (n_generated, n_real), values in sorted(groups.items()):
-        interval = mean_ci(values)
-        rows.append(
-            {
-                "n_generated": n_generated,
-                "n_real": n_real,
-                "kind": kinds[(n_generated, n_real)],
-                "seeds": interval.n,
-                metric: interval.mean,
-                f"{metric}_ci_low": interval.low,
-                f"{metric}_ci_high": interval.high,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure:
     """The paper's Figure 1, with enough images to judge: for each class (default: all), a
     row of `per_class` generated images, then `per_class` real pool images. Saved as
     `generated/figure1.png`."""
-    from synthaug.data import ImageLoader, generated_dir, prepare_data, read_generated_manifest
+    from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
 
     manifest = prepare_data(cfg)
-    generated = read_generated_manifest(generated_dir(cfg) / "manifest.csv")
-    load = ImageLoader(cfg.dataset, generated_dir(cfg))
+    generated = read_generated_manifest(cfg.paths.generated_manifest)
+    load = ImageLoader(cfg.dataset, cfg.paths.generated)
     classes = manifest.classes[:n_classes]
     fig, axes = plt.subplots(
         len(classes),
@@ -142,7 +114,7 @@ def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure:
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
     fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
-    fig.savefig(generated_dir(cfg) / "figure1.png", dpi=100)
+    fig.savefig(cfg.paths.generated / "figure1.png", dpi=100)
     return fig
 
 
@@ -150,10 +122,10 @@ def plot_nearest(cfg, nearest: pd.DataFrame, n_classes: int = 8) -> Figure:
     """Memorisation check: for the first classes, the two generated images nearest to a
     LoRA-training image, each beside that image, with their cosine distance in the
     classifier's features; and every generated vs real-test image's nearest distance."""
-    from synthaug.data import GENERATED, ImageLoader, ImageRecord, generated_dir, prepare_data
+    from synthaug.data import GENERATED, ImageLoader, ImageRecord, prepare_data
 
     lora = {r.ref: r for r in prepare_data(cfg).split("lora")}
-    load = ImageLoader(cfg.dataset, generated_dir(cfg))
+    load = ImageLoader(cfg.dataset, cfg.paths.generated)
     generated = nearest[nearest["kind"] == "generated"]
     classes = list(dict.fromkeys(generated["label"]))[:n_classes]
     fig = plt.figure(figsize=(12, 1.3 * len(classes) + 3))

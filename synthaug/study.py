@@ -21,8 +21,9 @@ from typing import Any
 
 from synthaug.config import StudyConfig, apply_overrides, build_config, project_root, read_yaml
 from synthaug.kernels import WarmKernel
+from synthaug.progress import STATUS_ENV, LiveStatus, clock
 
-STAGES = ("lora", "generate", "train", "analysis", "book")
+STAGES = ("lora", "generate", "classify", "analysis", "book")
 
 
 class StudyError(RuntimeError):
@@ -38,18 +39,11 @@ class Task:
     is_done: Callable[[], bool] = lambda: False
 
 
-def notebooks_dir(cfg: StudyConfig) -> Path:
-    return cfg.run_dir / "notebooks"
-
-
-def _executed(cfg: StudyConfig, name: str) -> Path:
-    return notebooks_dir(cfg) / f"{name}.ipynb"
-
-
-def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
+def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     """Every task of the study, up to and including stage `until`."""
     from synthaug.book import book_is_current
-    from synthaug.classify import CellRunner, study_cells
+    from synthaug.classify import CellRunner
+    from synthaug.design import study_cells
     from synthaug.generate import is_complete
     from synthaug.lora import is_trained
 
@@ -57,7 +51,7 @@ def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     tasks: list[Task] = []
 
     def done(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
-        return lambda: _executed(cfg, name).exists() and check()
+        return lambda: cfg.paths.executed(name).exists() and check()
 
     if "lora" in stages:
         tasks.append(
@@ -73,7 +67,7 @@ def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
                 done("02_generate", lambda: is_complete(cfg)),
             )
         )
-    if "train" in stages:
+    if "classify" in stages:
         runner: list[CellRunner] = []
 
         def cell_done(cell) -> bool:
@@ -86,14 +80,18 @@ def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
             params = {"n_generated": cell.n_generated, "n_real": cell.n_real, "seed": cell.seed}
             tasks.append(
                 Task(
-                    "train", name, "03_train_ratio", params, done(name, lambda c=cell: cell_done(c))
+                    "classify",
+                    name,
+                    "03_train_ratio",
+                    params,
+                    done(name, lambda c=cell: cell_done(c)),
                 )
             )
     if "analysis" in stages:
 
         def analysis_current() -> bool:
-            mine = _executed(cfg, "04_analysis")
-            others = [p for p in notebooks_dir(cfg).glob("0[123]_*.ipynb")]
+            mine = cfg.paths.executed("04_analysis")
+            others = [p for p in cfg.paths.notebooks.glob("0[123]_*.ipynb")]
             return mine.exists() and all(p.stat().st_mtime <= mine.stat().st_mtime for p in others)
 
         tasks.append(Task("analysis", "04_analysis", "04_analysis", {}, analysis_current))
@@ -103,14 +101,24 @@ def plan(cfg: StudyConfig, until: str | None = None) -> list[Task]:
 
 
 def execute(
-    task: Task, cfg: StudyConfig, sections: Mapping[str, Any], kernel: WarmKernel | None = None
+    task: Task,
+    cfg: StudyConfig,
+    sections: Mapping[str, Any],
+    kernel: WarmKernel | None = None,
+    kernel_log: Path | None = None,
 ) -> None:
     """Run one notebook with papermill (the profile's sections + the task's parameters),
-    in `kernel` if given, else in a fresh kernel."""
+    in `kernel` if given, else in a fresh kernel whose own output goes to `kernel_log`."""
+    if kernel is None:
+        fresh = WarmKernel(log=kernel_log)
+        try:
+            return execute(task, cfg, sections, fresh)
+        finally:
+            fresh.shutdown()
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output = _executed(cfg, task.name)
+    output = cfg.paths.executed(task.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".running.ipynb")
     root = project_root()
@@ -121,7 +129,7 @@ def execute(
             parameters={**sections, **task.parameters},
             cwd=str(root),
             progress_bar=False,
-            **(kernel.papermill_kwargs() if kernel else {}),
+            **kernel.papermill_kwargs(),
         )
     except PapermillExecutionError as error:
         raise StudyError(
@@ -132,17 +140,63 @@ def execute(
     partial.replace(output)
 
 
-def check_plan(cfg: StudyConfig, write: bool = True) -> None:
+def check_design(cfg: StudyConfig, write: bool = True) -> None:
     """Before any compute: every cell of the study can be drawn from the splits and the
     generated count, or a `DataError` names each cell, the count it needs and the count
     available. (The splits themselves are checked when the manifest is made; it is written
     unless `write` is false, so the stages do not scan the dataset again.)"""
-    from synthaug.classify import shortfalls, study_cells
     from synthaug.data import DataError, prepare_data
+    from synthaug.design import shortfalls, study_cells
 
     problems = shortfalls(cfg, study_cells(cfg.study), prepare_data(cfg, write=write))
     if problems:
         raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
+
+
+def task_commands(
+    profile: str | Path, overrides: Mapping[str, Any] | None = None, stage: str | None = None
+) -> list[str]:
+    """`synthaug run --print-tasks`: the tasks still to do, one self-contained shell
+    command each, in dependency order, each stage's block headed by a `#` line. Tasks of
+    one stage do not depend on each other (a scheduler may run them at once); each writes
+    only its own outputs, and a later `synthaug run` finds them done."""
+    import json
+    import shlex
+
+    from synthaug.config import parse_value
+
+    given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    cfg = build_config(apply_overrides(read_yaml(profile), given))
+    check_design(cfg)  # also writes the manifest once, before tasks run side by side
+    todo = [task for task in list_tasks(cfg, stage) if not task.is_done()]
+    root = project_root()
+    profile_arg = shlex.quote(str(Path(profile).resolve()))
+    cd = f"cd {shlex.quote(str(root))} && "
+    lines = []
+    for name in STAGES:
+        batch = [task for task in todo if task.stage == name]
+        if not batch:
+            continue
+        together = ", independent: run them in any order or at once" if len(batch) > 1 else ""
+        lines.append(f"# stage {name}: {len(batch)} task(s){together}")
+        for task in batch:
+            if task.notebook is None:
+                flags = "".join(
+                    f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in given.items()
+                )
+                lines.append(f"{cd}synthaug run -f {profile_arg}{flags} --stage {name}")
+                continue
+            out = cfg.paths.executed(task.name)
+            partial = out.with_suffix(".running.ipynb")
+            parameters = {**({"overrides": given} if given else {}), **task.parameters}
+            lines.append(
+                f"{cd}mkdir -p {shlex.quote(str(out.parent))} && "
+                f"papermill --no-progress-bar notebooks/{task.notebook}.ipynb "
+                f"{shlex.quote(str(partial))} -f {profile_arg}"
+                + (f" -y {shlex.quote(json.dumps(parameters))}" if parameters else "")
+                + f" && mv {shlex.quote(str(partial))} {shlex.quote(str(out))}"
+            )
+    return lines
 
 
 def run_study(
@@ -151,12 +205,15 @@ def run_study(
     stage: str | None = None,
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> list[Task]:
-    """`synthaug run`: every task up to `stage` that is not done yet, in order."""
+    """`synthaug run`: every task up to `stage` that is not done yet, in order, with the
+    running stage's progress on one live line; at the end, the report and the answer.
+    The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
-    check_plan(cfg, write=not dry_run)
-    tasks = plan(cfg, stage)
+    check_design(cfg, write=not dry_run)
+    tasks = list_tasks(cfg, stage)
     todo = [task for task in tasks if not task.is_done()]
     echo(
         f"study {cfg.name}: {len(tasks)} tasks, {len(tasks) - len(todo)} done, "
@@ -167,27 +224,45 @@ def run_study(
             status = "todo" if task in todo else "done"
             echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
         return todo
-    progress = Progress(len(todo), echo)
+    kernel_log = None if verbose else cfg.paths.kernel_log
+    os.environ[STATUS_ENV] = str(cfg.paths.status)  # the kernels report their progress there
+    with LiveStatus(cfg.paths.status, echo) as live:
+        progress = StudyProgress(len(todo), live.say)
 
-    def run_one(task: Task, kernel: WarmKernel | None) -> None:
-        task_start = time.perf_counter()
-        if task.notebook is None:
-            from synthaug.book import build_book
+        def run_one(task: Task, kernel: WarmKernel | None) -> None:
+            task_start = time.perf_counter()
+            if task.notebook is None:
+                from synthaug.book import build_book
 
-            build_book(cfg)
-        else:
-            execute(task, cfg, sections, kernel)
-        progress.finished(task, time.perf_counter() - task_start)
+                build_book(cfg)
+            else:
+                execute(task, cfg, sections, kernel, kernel_log)
+            progress.finished(task, time.perf_counter() - task_start)
 
-    for stage in STAGES:
-        batch = [task for task in todo if task.stage == stage]
-        workers = cfg.study.workers if stage == "train" else 1
-        if workers > 1 and batch:
-            _prepare_parallel_cells(cfg, batch, echo)
-        progress.begin_stage(len(batch))
-        with _threads_per_kernel(workers) if workers > 1 else nullcontext():
-            _run_batch(batch, workers, run_one, cfg.study.reuse_kernels)
+        for stage in STAGES:
+            batch = [task for task in todo if task.stage == stage]
+            workers = cfg.study.workers if stage == "classify" else 1
+            if workers > 1 and batch:
+                _prepare_parallel_cells(cfg, batch, live.say)
+            progress.begin_stage(len(batch))
+            with _threads_per_kernel(workers) if workers > 1 else nullcontext():
+                _run_batch(batch, workers, run_one, cfg.study.reuse_kernels, kernel_log)
+    summarize(cfg, stage, time.perf_counter() - progress.start, echo)
     return todo
+
+
+def summarize(
+    cfg: StudyConfig, stage: str | None, seconds: float, echo: Callable[[str], None]
+) -> None:
+    """The end of a run: the time it took, the report's path and the study's answer."""
+    from synthaug.analysis import headline
+
+    echo(f"done in {clock(seconds)}")
+    if cfg.paths.book_index.exists() and stage in (None, "book"):
+        echo(f"report: {cfg.paths.book_index}")
+    if stage in (None, "classify", "analysis", "book"):
+        for line in headline(cfg):
+            echo(f"  {line}")
 
 
 def _run_batch(
@@ -195,6 +270,7 @@ def _run_batch(
     workers: int,
     run_one: Callable[[Task, WarmKernel | None], None],
     reuse_kernels: bool,
+    kernel_log: Path | None = None,
 ) -> None:
     """Run the tasks on `workers` threads, each with its own warm kernel (or a fresh
     kernel per notebook). The first failure stops the others from starting new tasks,
@@ -205,7 +281,7 @@ def _run_batch(
     failures: list[BaseException] = []
 
     def work() -> None:
-        kernel = WarmKernel() if reuse_kernels else None
+        kernel = WarmKernel(log=kernel_log) if reuse_kernels else None
         try:
             while not failures:
                 try:
@@ -232,7 +308,7 @@ def _run_batch(
 
 
 @dataclass
-class Progress:
+class StudyProgress:
     """Tasks done / total, time elapsed, and the time the current stage still needs
     (from its own finished tasks: the stages' tasks differ in cost by orders of magnitude)."""
 

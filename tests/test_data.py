@@ -11,13 +11,13 @@ from synthaug.data import (
     ImageLoader,
     decode_image,
     make_splits,
-    manifest_path,
     open_source,
     prepare_data,
     read_manifest,
     scan_records,
     spread,
 )
+from synthaug.io import SettingsMismatch
 
 from .conftest import smoke_config
 
@@ -41,8 +41,8 @@ def records_of(root: Path, **dataset):
 def test_smoke_manifest_is_stratified_disjoint_and_byte_identical(tmp_path, ucmerced) -> None:
     first = prepare_data(smoke_config(tmp_path / "a"))
     second = prepare_data(smoke_config(tmp_path / "b"))
-    a = manifest_path(smoke_config(tmp_path / "a")).read_bytes()
-    assert a == manifest_path(smoke_config(tmp_path / "b")).read_bytes()
+    a = smoke_config(tmp_path / "a").paths.manifest.read_bytes()
+    assert a == smoke_config(tmp_path / "b").paths.manifest.read_bytes()
     assert first == second
     counts = first.counts()
     assert all(
@@ -77,10 +77,12 @@ def test_manifest_cites_real_bytes(tmp_path, ucmerced) -> None:
 def test_rerun_reuses_manifest_but_never_overwrites_other_settings(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     prepare_data(cfg)
-    before = manifest_path(cfg).stat().st_mtime_ns
+    before = cfg.paths.manifest.stat().st_mtime_ns
     prepare_data(cfg)
-    assert manifest_path(cfg).stat().st_mtime_ns == before
-    with pytest.raises(DataError, match="other dataset/splits settings.*new `name`"):
+    assert cfg.paths.manifest.stat().st_mtime_ns == before
+    with pytest.raises(
+        SettingsMismatch, match=r"other settings \(config_hash, splits differ.*new `name`"
+    ):
         prepare_data(smoke_config(tmp_path, **{"splits.test": 3}))
 
 
@@ -218,4 +220,4 @@ def test_hub_dataset_missing_column(tmp_path) -> None:
 def test_read_manifest_round_trip(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     manifest = prepare_data(cfg)
-    assert read_manifest(manifest_path(cfg)) == manifest
+    assert read_manifest(cfg.paths.manifest) == manifest

@@ -8,15 +8,11 @@ import torch
 
 from synthaug.classify import Backbone, classifier_step
 from synthaug.data import ImageLoader, prepare_data
-from synthaug.generate import denoise, load_generator, plan_jobs
-from synthaug.lora import (
-    base_model_source,
-    encode_training_set,
-    flow_matching_loss,
-    lora_targets,
-    train_lora,
-)
+from synthaug.flux import flow_matching_loss
+from synthaug.generate import denoise, list_jobs, load_generator
+from synthaug.lora import encode_training_set, lora_targets, train_lora
 from synthaug.models import load_flux_pipeline
+from synthaug.pretrain import base_model_source
 
 from .conftest import smoke_config
 
@@ -45,7 +41,7 @@ def test_lora_step_encodes_and_trains_on_the_models_device(device, tmp_path, ucm
         LoraConfig(r=4, target_modules=lora_targets(transformer, ["attn.to_q", "proj_out"]))
     )
     transformer.to(device)
-    loss = flow_matching_loss(transformer, cache, torch.tensor([0, 3]), step_seed=7, cfg=cfg)
+    loss = flow_matching_loss(transformer, cache, torch.tensor([0, 3]), seed=7, cfg=cfg)
     loss.backward()
     trained = [p for p in transformer.parameters() if p.requires_grad]
     assert loss.device.type == device and trained
@@ -66,7 +62,7 @@ def test_generation_step_runs_on_the_models_device_in_the_configs_dtype(device, 
     pipe, _, _ = load_generator(bf16_study, classes, device=device)
     assert pipe.transformer.dtype == torch.bfloat16  # from the config, not from the machine
     assert {p.device.type for p in pipe.transformer.parameters()} == {device}
-    latents = denoise(pipe, bf16_study, plan_jobs(bf16_study, classes)[:2], output_type="latent")
+    latents = denoise(pipe, bf16_study, list_jobs(bf16_study, classes)[:2], output_type="latent")
     assert latents.device.type == device and latents.shape[0] == 2
 
 

@@ -9,11 +9,11 @@ from synthaug.data import DataError
 from synthaug.generate import (
     batches_of,
     generate_images,
-    generated_dir,
+    list_jobs,
     parse_shard,
-    plan_jobs,
     regenerate_one,
 )
+from synthaug.io import SettingsMismatch
 from synthaug.lora import train_lora
 
 from .conftest import smoke_config
@@ -45,21 +45,21 @@ def fresh(trained, tmp_path, **overrides):
 
 
 def manifest_rows(cfg) -> list[dict]:
-    with open(generated_dir(cfg) / "manifest.csv", newline="") as handle:
+    with open(cfg.paths.generated / "manifest.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def test_plan_is_class_balanced_with_per_image_seeds(tmp_path) -> None:
     cfg = smoke_config(tmp_path, **{"generation.count": 22})
-    jobs = plan_jobs(cfg, ["a", "b", "c", "d", "e"])
+    jobs = list_jobs(cfg, ["a", "b", "c", "d", "e"])
     assert Counter(j.label for j in jobs) == {"a": 5, "b": 5, "c": 4, "d": 4, "e": 4}
     assert len({j.seed for j in jobs}) == 22
-    assert jobs == plan_jobs(cfg, ["a", "b", "c", "d", "e"])
+    assert jobs == list_jobs(cfg, ["a", "b", "c", "d", "e"])
     assert jobs[0].file == "a/00000.png" and jobs[0].prompt == "an aerial image of a"
 
 
 def test_shards_are_disjoint_and_cover_the_set(tmp_path) -> None:
-    jobs = plan_jobs(smoke_config(tmp_path), ["a", "b", "c"])
+    jobs = list_jobs(smoke_config(tmp_path), ["a", "b", "c"])
     parts = [sum(batches_of(jobs, 3, (i, 3)), []) for i in range(3)]
     assert sorted((j.label, j.index) for part in parts for j in part) == sorted(
         (j.label, j.index) for j in jobs
@@ -80,7 +80,7 @@ def test_generates_every_class_then_nothing_on_rerun(trained, tmp_path) -> None:
         ["agricultural", "beach", "forest", "freeway", "harbor"], 4
     )
     for row in rows:
-        with Image.open(generated_dir(cfg) / row["file"]) as image:
+        with Image.open(cfg.paths.generated / row["file"]) as image:
             assert image.size == (32, 32) and image.mode == "RGB"
     assert {r["steps"] for r in rows} == {"4"} and len({r["lora_sha256"] for r in rows}) == 1
     assert generate_images(cfg)["generated_now"] == 0
@@ -90,16 +90,16 @@ def test_one_image_regenerated_alone_equals_the_batch_result(trained, tmp_path) 
     cfg = fresh(trained, tmp_path)
     generate_images(cfg)
     alone = regenerate_one(cfg, "forest", 3)
-    assert alone == (generated_dir(cfg) / "forest/00003.png").read_bytes()
+    assert alone == (cfg.paths.generated / "forest/00003.png").read_bytes()
 
 
 def test_corrupt_or_missing_images_are_regenerated(trained, tmp_path) -> None:
     cfg = fresh(trained, tmp_path)
     generate_images(cfg)
     before = {r["file"]: r["sha256"] for r in manifest_rows(cfg)}
-    victim = generated_dir(cfg) / "beach/00001.png"
+    victim = cfg.paths.generated / "beach/00001.png"
     victim.write_bytes(victim.read_bytes()[:50])
-    (generated_dir(cfg) / "harbor/00000.png").unlink()
+    (cfg.paths.generated / "harbor/00000.png").unlink()
     summary = generate_images(cfg)
     # beach/00001 is in the first batch of 8, harbor/00000 in the last batch of 4
     assert summary["generated_now"] == 8 + 4
@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_to_the_same_set(trained, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         generate_images(cut)
     monkeypatch.setattr(generate, "render", real_render)
-    assert not (generated_dir(cut) / "manifest.csv").exists()
+    assert not (cut.paths.generated / "manifest.csv").exists()
     assert generate_images(cut)["generated_now"] == 20 - cut.generation.batch_size
     assert manifest_rows(cut) == manifest_rows(whole)
 
@@ -140,7 +140,7 @@ def test_sharded_runs_merge_into_the_single_run_set(trained, tmp_path) -> None:
 def test_other_settings_never_overwrite_a_set(trained, tmp_path) -> None:
     cfg = fresh(trained, tmp_path)
     generate_images(cfg)
-    with pytest.raises(DataError, match="other settings"):
+    with pytest.raises(SettingsMismatch, match=r"other settings \(steps differ"):
         generate_images(smoke_config(tmp_path, **ALPHA, **{"generation.steps": 5}))
 
 
@@ -154,14 +154,14 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
     from safetensors.torch import load_file
 
     from synthaug.data import prepare_data
-    from synthaug.lora import WEIGHTS, base_model_source, lora_dir
     from synthaug.models import load_flux_pipeline
+    from synthaug.pretrain import base_model_source
 
     cfg = fresh(trained, tmp_path, **{"generation.lora_scale": 0.5})
     classes = prepare_data(cfg).classes
     pipe, _, _ = generate.load_generator(cfg, classes)
     base = load_flux_pipeline(base_model_source(cfg)).transformer.state_dict()
-    lora = load_file(str(lora_dir(cfg) / WEIGHTS))
+    lora = load_file(str(cfg.paths.lora_weights))
     scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
     assert scaling == 2
     fused = pipe.transformer.state_dict()

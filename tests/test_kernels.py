@@ -64,7 +64,7 @@ def test_first_failure_stops_the_batch(tmp_path) -> None:
         if task.name == "b":
             raise RuntimeError("b failed")
 
-    tasks = [Task("train", name, None) for name in "abcdef"]
+    tasks = [Task("classify", name, None) for name in "abcdef"]
     with pytest.raises(RuntimeError, match="b failed"):
         _run_batch(tasks, 1, run_one, reuse_kernels=False)
     assert started == ["a", "b"]
@@ -72,3 +72,21 @@ def test_first_failure_stops_the_batch(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="b failed"):
         _run_batch(tasks, 2, run_one, reuse_kernels=False)
     assert "b" in started and len(started) < len(tasks)
+
+
+def test_the_papermill_internals_the_warm_engine_relies_on_are_there() -> None:
+    """`synthaug.kernels` overrides `PapermillNotebookClient.papermill_execute_cells` and
+    replaces `NBClientEngine.execute_managed_notebook`: if a papermill release renames or
+    reshapes either, this fails before any study runs with a kernel that is never cleared."""
+    import inspect
+
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine
+
+    from synthaug.kernels import WarmKernelEngine
+
+    assert "self.papermill_execute_cells()" in inspect.getsource(PapermillNotebookClient.execute)
+    assert "km" in inspect.signature(PapermillNotebookClient.__init__).parameters
+    theirs = inspect.signature(NBClientEngine.execute_managed_notebook).parameters
+    ours = inspect.signature(WarmKernelEngine.execute_managed_notebook).parameters
+    assert [p for p in theirs if p != "kwargs"] == [p for p in ours if p not in ("km", "_unused")]

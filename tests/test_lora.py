@@ -2,19 +2,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from synthaug.lora import WEIGHTS, Plan, _save_lora, base_model_source, lora_dir, train_lora
+from synthaug.io import SettingsMismatch, safetensors_digest
+from synthaug.lora import StepSchedule, _save_lora, train_lora
 from synthaug.models import load_flux_pipeline
+from synthaug.paths import LORA_WEIGHTS
+from synthaug.pretrain import base_model_source
 
 from .conftest import smoke_config
 
 
 def test_plan_repeats_every_image_per_epoch() -> None:
-    plan = Plan(n_images=5, repeats=3, batch_size=4, epochs=2)
-    assert plan.steps_per_epoch == 4 and plan.total_steps == 8
-    visits = torch.cat(plan.order(seed=0, epoch=0))
+    schedule = StepSchedule(n_images=5, repeats=3, batch_size=4, epochs=2)
+    assert schedule.steps_per_epoch == 4 and schedule.total_steps == 8
+    visits = torch.cat(schedule.order(seed=0, epoch=0))
     assert sorted(visits.tolist()) == sorted(list(range(5)) * 3)
-    assert not torch.equal(visits, torch.cat(plan.order(seed=0, epoch=1)))
-    assert torch.equal(visits, torch.cat(plan.order(seed=0, epoch=0)))
+    assert not torch.equal(visits, torch.cat(schedule.order(seed=0, epoch=1)))
+    assert torch.equal(visits, torch.cat(schedule.order(seed=0, epoch=0)))
 
 
 def test_stopped_and_resumed_run_ends_with_the_same_lora(tmp_path, ucmerced) -> None:
@@ -22,17 +25,19 @@ def test_stopped_and_resumed_run_ends_with_the_same_lora(tmp_path, ucmerced) -> 
     train_lora(whole)
     split = smoke_config(tmp_path / "split")
     assert train_lora(split, stop_after=7) == {"stopped_at": 7, "total_steps": 20}
-    assert not (lora_dir(split) / WEIGHTS).exists()
+    assert not (split.paths.lora_weights).exists()
     assert train_lora(split, stop_after=6)["stopped_at"] == 13  # crosses an epoch boundary
     summary = train_lora(split)
     assert summary["steps"] == 20
-    a = load_file(lora_dir(whole) / WEIGHTS)
-    b = load_file(lora_dir(split) / WEIGHTS)
+    a = load_file(whole.paths.lora_weights)
+    b = load_file(split.paths.lora_weights)
     assert a.keys() == b.keys() and len(a) > 0
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
-    assert (lora_dir(whole) / "loss.csv").read_text() == (lora_dir(split) / "loss.csv").read_text()
-    assert sorted(p.name for p in (lora_dir(split) / "samples").iterdir()) == [
+    assert (whole.paths.lora / "loss.csv").read_text() == (
+        split.paths.lora / "loss.csv"
+    ).read_text()
+    assert sorted(p.name for p in (split.paths.lora / "samples").iterdir()) == [
         "epoch_001.png",
         "epoch_002.png",
     ]
@@ -41,7 +46,7 @@ def test_stopped_and_resumed_run_ends_with_the_same_lora(tmp_path, ucmerced) -> 
 def test_lora_adapts_the_blocks_not_the_final_projection(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     train_lora(cfg)
-    modules = {k.rsplit(".lora_", 1)[0] for k in load_file(lora_dir(cfg) / WEIGHTS)}
+    modules = {k.rsplit(".lora_", 1)[0] for k in load_file(cfg.paths.lora_weights)}
     assert "transformer.single_transformer_blocks.0.proj_out" in modules
     assert "transformer.transformer_blocks.0.attn.to_q" in modules
     assert "transformer.proj_out" not in modules  # the final output projection stays frozen
@@ -51,10 +56,10 @@ def test_lora_adapts_the_blocks_not_the_final_projection(tmp_path, ucmerced) -> 
 def test_finished_run_is_reused_and_other_settings_refused(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     first = train_lora(cfg)
-    stamp = (lora_dir(cfg) / WEIGHTS).stat().st_mtime_ns
+    stamp = (cfg.paths.lora_weights).stat().st_mtime_ns
     assert train_lora(cfg) == first
-    assert (lora_dir(cfg) / WEIGHTS).stat().st_mtime_ns == stamp
-    with pytest.raises(RuntimeError, match="other settings; give the study a new `name`"):
+    assert (cfg.paths.lora_weights).stat().st_mtime_ns == stamp
+    with pytest.raises(SettingsMismatch, match=r"other settings \(config_hash, generator differ"):
         train_lora(smoke_config(tmp_path, **{"generator.lora.rank": 2}))
 
 
@@ -81,7 +86,7 @@ def test_stock_load_lora_weights_changes_images_only_when_trained(tmp_path, ucme
     base = generate(load_flux_pipeline(source), cfg)
 
     trained = load_flux_pipeline(source)
-    trained.load_lora_weights(lora_dir(cfg) / WEIGHTS)
+    trained.load_lora_weights(cfg.paths.lora_weights)
     assert (generate(trained, cfg) - base).abs().max() > 1e-3
 
     from peft import LoraConfig
@@ -97,7 +102,7 @@ def test_stock_load_lora_weights_changes_images_only_when_trained(tmp_path, ucme
     )
     _save_lora(untrained.transformer, tmp_path)
     fresh = load_flux_pipeline(source)
-    fresh.load_lora_weights(tmp_path / WEIGHTS)
+    fresh.load_lora_weights(tmp_path / LORA_WEIGHTS)
     torch.testing.assert_close(generate(fresh, cfg), base)
 
 
@@ -131,5 +136,35 @@ def test_encoding_loads_no_transformer(tmp_path, ucmerced, monkeypatch) -> None:
     monkeypatch.setattr(FluxTransformer2DModel, "from_pretrained", classmethod(counting))
     cfg = smoke_config(tmp_path)
     train_lora(cfg)
-    assert (lora_dir(cfg) / "cache.safetensors").is_file()
+    assert (cfg.paths.lora / "cache.safetensors").is_file()
     assert len(loads) == 1
+
+
+SAVE_A_LORA = """
+import sys, torch
+from peft import LoraConfig
+from synthaug.config import TinyFluxConfig
+from synthaug.lora import _save_lora, lora_targets
+from synthaug.models import load_flux_pipeline, tiny_flux_dir
+transformer = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig())).transformer
+torch.manual_seed(0)
+targets = lora_targets(transformer, ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"])
+transformer.add_adapter(LoraConfig(r=2, init_lora_weights="gaussian", target_modules=targets))
+_save_lora(transformer, __import__("pathlib").Path(sys.argv[1]))
+"""
+
+
+def test_a_saved_lora_has_the_same_digest_in_every_process(tmp_path) -> None:
+    """The generated set records the LoRA's digest, and every classifier cell's key holds
+    it: the same LoRA must hash the same in any process (peft keeps targets in a set,
+    ordered by Python's hash seed; safetensors writes its metadata in hash order too)."""
+    import os
+    import subprocess
+    import sys
+
+    for seed in ("1", "2"):
+        (tmp_path / seed).mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", SAVE_A_LORA, tmp_path / seed], env=env, check=True)
+    first, second = (safetensors_digest(tmp_path / s / LORA_WEIGHTS) for s in ("1", "2"))
+    assert first == second

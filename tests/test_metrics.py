@@ -43,26 +43,7 @@ def test_mean_ci_is_a_t_interval() -> None:
     assert interval.mean == pytest.approx(0.9)
     assert interval.high - interval.mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
     assert math.isnan(mean_ci([0.5]).low)
-
-
-def test_aggregate_groups_seeds_per_mix() -> None:
-    from synthaug.report import aggregate
-
-    def cell(g: int, r: int, seed: int, accuracy: float) -> dict:
-        kind = "mix" if g and r else "real_only"
-        return {
-            "cell": {"n_generated": g, "n_real": r, "seed": seed, "kind": kind},
-            "accuracy": accuracy,
-        }
-
-    table = aggregate(
-        [cell(5, 15, 0, 0.8), cell(5, 15, 1, 0.9), cell(5, 15, 2, 1.0), cell(0, 15, 0, 0.7)]
-    )
-    assert table[["n_generated", "n_real", "seeds"]].values.tolist() == [[0, 15, 1], [5, 15, 3]]
-    mix = table.iloc[1]
-    assert mix["accuracy"] == pytest.approx(0.9)
-    assert mix["accuracy_ci_high"] - 0.9 == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
-    assert mix["kind"] == "mix" and math.isnan(table.iloc[0]["accuracy_ci_low"])
+    assert mean_ci([0.7, 0.7]).low == mean_ci([0.7, 0.7]).high == pytest.approx(0.7)
 
 
 def test_frechet_distance_of_known_gaussians() -> None:

@@ -50,12 +50,28 @@ def test_03_train_ratio_on_smoke_profile(tmp_path, ucmerced) -> None:
     metrics = json.loads((tmp_path / "smoke/cells/gen0-real20-seed1/metrics.json").read_text())
     assert metrics["cell"]["n_real"] == 20
     assert len(images) == 2  # per-epoch curves and the confusion matrix
+    assert not [t for t in _texts(tmp_path / "out.ipynb") if "LOAD REPORT" in t]
+
+
+def _texts(path) -> list[str]:
+    """Every text output of an executed notebook (streams and plain-text displays)."""
+    notebook = nbformat.read(path, as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return [o.get("text") or o.get("data", {}).get("text/plain", "") for o in outputs]
 
 
 def test_01_lora_on_smoke_profile(tmp_path, ucmerced) -> None:
     images = run_notebook("01_lora", tmp_path)
     assert (tmp_path / "smoke/lora/pytorch_lora_weights.safetensors").is_file()
     assert len(images) == 3  # the loss curve and one sample grid per epoch (2 epochs)
+    texts = _texts(tmp_path / "out.ipynb")
+    # the LoRA's progress is one display updated in place: its final state alone is saved
+    progress = [t for t in texts if t.startswith("LoRA: ") and " steps (" in t]
+    assert len(progress) == 1 and progress[0].startswith("LoRA: 20/20 steps (100%)")
+    assert not any("\r" in t for t in texts)  # no carriage-return refreshes
+    # expected library messages are silenced where they arise
+    noise = ("IProgress not found", "requires torchvision", "No LoRA keys", "LOAD REPORT")
+    assert not [t for t in texts if any(n in t for n in noise)]
 
 
 def test_02_generate_on_smoke_profile(tmp_path, ucmerced) -> None:
@@ -65,5 +81,6 @@ def test_02_generate_on_smoke_profile(tmp_path, ucmerced) -> None:
     assert len(list(generated.glob("*/*.png"))) == 20
     assert (generated / "manifest.csv").is_file() and (generated / "figure1.png").is_file()
     assert len(images) == 1  # Figure 1
+    stamps = {p: p.stat().st_mtime_ns for p in generated.glob("*/*.png")}
     run_notebook("02_generate", tmp_path)  # a rerun generates nothing new
-    assert len(list(generated.glob("*/*.png"))) == 20
+    assert {p: p.stat().st_mtime_ns for p in generated.glob("*/*.png")} == stamps

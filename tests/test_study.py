@@ -7,38 +7,51 @@ import pandas as pd
 import pytest
 
 from synthaug.analysis import conclusion
-from synthaug.book import html_index, table_of_contents
+from synthaug.book import table_of_contents
 from synthaug.config import read_yaml
 from synthaug.data import DataError
-from synthaug.study import StudyError, Task, _threads_per_kernel, execute, plan, run_study
+from synthaug.study import StudyError, Task, _threads_per_kernel, execute, list_tasks, run_study
 
 from .conftest import ROOT, smoke_config
 
 
-def test_smoke_study_end_to_end_then_rerun_does_nothing(tmp_path, ucmerced) -> None:
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory, ucmerced):
+    """The whole smoke study, run once for the tests of this module that only read it."""
+    out = tmp_path_factory.mktemp("study")
     lines: list[str] = []
+    todo = run_study(ROOT / "params/smoke.yaml", {"output_dir": str(out)}, echo=lines.append)
+    return out, todo, lines
+
+
+def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
+    tmp_path, todo, lines = smoke_study
     overrides = {"output_dir": str(tmp_path)}
-    todo = run_study(ROOT / "params/smoke.yaml", overrides, echo=lines.append)
     cfg = smoke_config(tmp_path)
-    assert len(todo) == len(plan(cfg)) == 2 + 16 + 2
+    assert len(todo) == len(list_tasks(cfg)) == 2 + 16 + 2
     executed = sorted(p.stem for p in (cfg.run_dir / "notebooks").glob("*.ipynb"))
     assert executed[:2] == ["01_lora", "02_generate"] and "04_analysis" in executed
     assert "03_train_ratio-gen5-real15-seed1" in executed
     assert any(line.startswith("[20/20] book") for line in lines)
+    # the end of the run: the report's path and the answer
+    assert f"report: {cfg.paths.book_index}" in lines
+    assert any(line.strip().startswith("best mix, ") for line in lines)
+    assert any(line.strip().startswith("generated only (CAS), 15 images: ") for line in lines)
 
-    html = (html_index(cfg).parent / "04_analysis.html").read_text()
+    html = (cfg.paths.book_index.parent / "04_analysis.html").read_text()
     assert "Table 2" in html and "Table 1" in html
     assert len(re.findall(r"<img ", html)) >= 5  # Figure 1, 2-4, share, per class, quality
-    table2 = html[html.index("accuracy_ci_low") :]
+    table2 = html[html.index("accuracy [95% CI]") :]
     table2 = table2[: table2.index("</table>")]
-    assert len(re.findall(r"<tr>\s*<th>\d+</th>", table2)) == 3  # the smoke profile's 3 mixes
+    assert len(re.findall(r"<tr>\s*<th>\d+ : \d+</th>", table2)) == 3  # the smoke profile's 3 mixes
+    assert "cfg = config.from_notebook" not in html  # the report shows no code
 
     again: list[str] = []
     assert run_study(ROOT / "params/smoke.yaml", overrides, echo=again.append) == []
     assert again[0].endswith(f"20 tasks, 20 done, 0 to run -> {cfg.run_dir}")
 
     # The cells ran in warm kernels; a fresh kernel (same threads) gives the same results.
-    task = next(t for t in plan(cfg) if t.name == "03_train_ratio-gen5-real15-seed1")
+    task = next(t for t in list_tasks(cfg) if t.name == "03_train_ratio-gen5-real15-seed1")
     metrics_path = cfg.run_dir / "cells" / "gen5-real15-seed1" / "metrics.json"
     warm = json.loads(metrics_path.read_text())
     metrics_path.unlink()
@@ -49,12 +62,37 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(tmp_path, ucmerced) -> N
     assert fresh == warm
 
 
+def test_report_in_a_browser_shows_table2_and_every_figure(smoke_study, tmp_path) -> None:
+    """The built book opened in headless Chromium, as its reader opens it."""
+    import shutil
+
+    from synthaug.browser import check_page, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium): browser check skipped")
+    html_dir = smoke_config(smoke_study[0]).paths.book_index.parent
+    page = check_page(html_dir, "04_analysis.html")
+    assert page["title"].startswith("Can LoRA-generated aerial images replace real ones?")
+    assert "Table 2" in page["text"]
+    table2 = next(t for t in page["tables"] if "accuracy [95% CI]" in t)
+    assert "10 : 10" in table2 and "0.943" in table2  # a mix beside the paper's 50% value
+    assert len(page["images"]) >= 5 and all(image["ok"] for image in page["images"])
+    cells = check_page(html_dir, "classifier_cells.html")
+    assert cells["title"].startswith("Classifier cells")
+    assert "generated 5 : real 15, seed 1" in cells["text"]
+    # the check sees a broken figure: the same page with one image file gone
+    broken = tmp_path / "html"
+    shutil.copytree(html_dir, broken)
+    (broken / page["images"][0]["src"]).unlink()
+    assert not check_page(broken, "04_analysis.html")["images"][0]["ok"]
+
+
 def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
     lines: list[str] = []
     run_study(
         ROOT / "params/smoke.yaml",
         {"output_dir": str(tmp_path)},
-        stage="train",
+        stage="classify",
         dry_run=True,
         echo=lines.append,
     )
@@ -71,7 +109,7 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path, ucmerced) -> None:
     cfg = smoke_config(tmp_path)
     sections = _smoke_sections(tmp_path)
     task = Task(
-        "train",
+        "classify",
         "03_train_ratio-bad",
         "03_train_ratio",
         {"n_generated": 999, "n_real": None, "seed": 0},
@@ -90,8 +128,9 @@ def test_book_toc_puts_the_analysis_first() -> None:
         ["01_lora", "02_generate", "03_train_ratio-gen0-real5-seed0", "04_analysis"]
     )
     assert toc["root"] == "04_analysis"
-    assert [c["file"] for c in toc["parts"][0]["chapters"]] == ["01_lora", "02_generate"]
-    assert toc["parts"][1]["chapters"] == [{"file": "03_train_ratio-gen0-real5-seed0"}]
+    chapters = toc["parts"][0]["chapters"]
+    assert [c["file"] for c in chapters] == ["01_lora", "02_generate", "classifier_cells"]
+    assert chapters[2]["sections"] == [{"file": "03_train_ratio-gen0-real5-seed0"}]
 
 
 def test_conclusion_is_computed_from_the_table() -> None:
@@ -232,9 +271,9 @@ def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path) -> None
 def test_generated_only_baseline_fits_the_generated_set() -> None:
     """The paper's CAS cell draws the 8,000 images the paper generated, not the 10,000 of a
     mix: with too few generated images the plan names the cells that cannot be drawn."""
-    from synthaug.classify import shortfalls, study_cells
     from synthaug.config import load_config
     from synthaug.data import ImageRecord, Manifest
+    from synthaug.design import shortfalls, study_cells
 
     cfg = load_config(ROOT / "params/paper.yaml")
     assert cfg.study.generated_only_count == cfg.generation.count == 8000
@@ -267,3 +306,55 @@ def test_gpu_smoke_profile_runs_with_the_paper_precision_settings(tmp_path, ucme
     cell = read_json(run / "cells/gen5-real15-seed0/metrics.json")
     assert cell["classifier"]["mode"] == "full" and cell["classifier"]["mixed_precision"] == "bf16"
     assert (run / "book/_build/html/04_analysis.html").is_file()
+
+
+def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) -> None:
+    """`--print-tasks` for a cluster's scheduler: each line run alone, in order, gives the
+    same cells as `synthaug run`, which afterwards finds every task done."""
+    import os
+    import subprocess
+
+    from synthaug.study import task_commands
+
+    small = {"study.seeds": "[0]", "study.generated_shares": "[0.5]"}
+    lines = task_commands(ROOT / "params/smoke.yaml", {"output_dir": str(tmp_path / "a"), **small})
+    assert [line for line in lines if line.startswith("#")] == [
+        "# stage lora: 1 task(s)",
+        "# stage generate: 1 task(s)",
+        "# stage classify: 4 task(s), independent: run them in any order or at once",
+        "# stage analysis: 1 task(s)",
+        "# stage book: 1 task(s)",
+    ]
+    # `synthaug run` shares the cores between its two side-by-side classifier kernels
+    # (study.workers: 2); so does the loop, for results equal to the last bit
+    stage = ""
+    for line in lines:
+        if line.startswith("#"):
+            stage = line.split()[2].rstrip(":")
+            continue
+        threads = str(max(1, (os.cpu_count() or 1) // 2))
+        env = {**os.environ, **({"OMP_NUM_THREADS": threads} if stage == "classify" else {})}
+        subprocess.run(["bash", "-c", line], check=True, capture_output=True, env=env)
+    printed = smoke_config(tmp_path / "a", **small)
+    assert printed.paths.book_index.exists()
+    again = run_study(
+        ROOT / "params/smoke.yaml",
+        {"output_dir": str(tmp_path / "a"), **small},
+        echo=lambda _line: None,
+    )
+    assert again == []  # every task is found done
+    run_study(
+        ROOT / "params/smoke.yaml",
+        {"output_dir": str(tmp_path / "b"), **small},
+        stage="classify",
+        echo=lambda _line: None,
+    )
+    reference = smoke_config(tmp_path / "b", **small)
+    cells = sorted(p.name for p in printed.paths.cells.iterdir())
+    assert len(cells) == 4 and cells == sorted(p.name for p in reference.paths.cells.iterdir())
+    for cell in cells:
+        ours, theirs = (
+            json.loads(c.paths.cell_metrics(cell).read_text()) for c in (printed, reference)
+        )
+        assert ours.pop("timings") and theirs.pop("timings")
+        assert ours == theirs

@@ -1,0 +1,115 @@
+"""CAS of the CPU profile's generator under one change at a time (the levers of #13).
+
+    python bench/cas_levers.py [--only NAME,...] [--profile params/ucmerced-cpu.yaml]
+
+Each lever is a set of config overrides on the profile (for pretraining steps, see
+`bench/cas_vs_pretraining.py`, which measures the same way). For each: reuse or pretrain the
+base (cached by its own settings), train the LoRA, generate the synthetic set and train the
+generated-only classifier (CAS) for the profile's seeds, in its own run folder under
+`--out`. Prints and writes `bench/results/cas_levers.json`, with the per-class CAS, the
+classifier's accuracy on its own generated training images (can it tell the generated
+classes apart at all?) and the minutes each part took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+from synthaug.classify import run_cell  # noqa: E402
+from synthaug.config import load_config  # noqa: E402
+from synthaug.generate import generate_images  # noqa: E402
+from synthaug.io import read_json  # noqa: E402
+from synthaug.lora import train_lora  # noqa: E402
+from synthaug.pretrain import base_model_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = [
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
+    "proj_mlp",
+    "proj_out",
+]
+LEVERS: dict[str, dict] = {
+    "profile": {},
+    "true_cfg_6": {"generation.true_cfg_scale": 6.0},
+    "lora_epochs_18": {"generator.epochs": 18},
+    "lora_rank_32": {"generator.lora.rank": 32, "generator.lora.alpha": 32},
+    "lora_on_adaln": {
+        "generator.lora.target_modules": [
+            *TARGETS,
+            "norm1.linear",
+            "norm1_context.linear",
+            "norm.linear",
+        ]
+    },
+}
+
+
+def measure(profile: str, name: str, overrides: dict, out: Path) -> dict:
+    """CAS (mean, per seed, per class) of the generator with `overrides`, and its costs."""
+    cfg = load_config(profile, {**overrides, "output_dir": str(out), "name": name})
+    start = time.perf_counter()
+    pretraining = read_json(Path(base_model_source(cfg)) / "pretraining.json")
+    lora_start = time.perf_counter()
+    train_lora(cfg)
+    generate_start = time.perf_counter()
+    generate_images(cfg)
+    cas_start = time.perf_counter()
+    cells = [run_cell(cfg, cfg.study.generated_only_count, 0, s) for s in cfg.study.seeds]
+    accuracies = [cell["accuracy"] for cell in cells]
+    per_class = {
+        c: float(np.mean([m["per_class_accuracy"][c] for m in cells])) for c in cells[0]["classes"]
+    }
+    return {
+        "lever": name,
+        "overrides": overrides,
+        "cas": float(np.mean(accuracies)),
+        "cas_per_seed": accuracies,
+        "cas_per_class": per_class,
+        "chance": 1 / len(cells[0]["classes"]),
+        "train_accuracy_on_generated": float(
+            np.mean([m["history"][-1]["train_accuracy"] for m in cells])
+        ),
+        "pretraining_min": pretraining["seconds"] / 60,
+        "base_ready_min": (lora_start - start) / 60,
+        "lora_min": (generate_start - lora_start) / 60,
+        "generate_min": (cas_start - generate_start) / 60,
+        "cas_min": (time.perf_counter() - cas_start) / 60,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=str(ROOT / "params" / "ucmerced-cpu.yaml"))
+    parser.add_argument("--only", default=",".join(LEVERS), help="levers to measure")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-cas-levers"))
+    args = parser.parse_args()
+    points = [
+        measure(args.profile, name, LEVERS[name], Path(args.out)) for name in args.only.split(",")
+    ]
+    result = {"profile": Path(args.profile).name, "points": points}
+    print(json.dumps(result, indent=2))
+    print(f"written to {save('cas_levers', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""What is FLUX-specific, in one place: prompts, their encoding, and the training loss.
+
+Used by the base's pretraining, the LoRA and generation alike:
+- `prompt_for`: the class prompt (the class name as words in the profile's template);
+- `encode_prompts` / `encode_class_prompts`: CLIP pooled + T5 sequence embeddings, the empty
+  prompt last (the unconditional caption of caption dropout and true CFG);
+- `sample_sigmas`: flow-matching times (diffusers' density sampling, optionally shifted
+  by the scheduler's own `shift`);
+- `flow_matching_loss`: the rectified-flow velocity loss on packed latents, as FLUX is trained;
+- `step_seed`: the seed of one optimizer step's noise, from a run's seed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthaug.config import StudyConfig
+from synthaug.vocab import caption_words
+
+# The FlowMatchEulerDiscreteScheduler settings of FLUX.1-dev; the tiny base uses them too,
+# and the shifted time sampling of training takes its `shift` from here.
+FLUX_SCHEDULER = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of optimizer step `step` of a run seeded `seed` (noise, times, dropout)."""
+    return seed * 1_000_003 + step
+
+
+def prompt_for(cfg: StudyConfig, label: str) -> str:
+    """The class's prompt, its folder name written as words (`golfcourse` as `golf course`)."""
+    return cfg.generation.prompt_template.format(class_name=caption_words(label))
+
+
+def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:
+    """Each prompt encoded by CLIP (pooled) and T5 (sequence), followed by the empty prompt
+    (the last row: the unconditional caption of caption dropout and true CFG)."""
+    embeds, pooled, _ = pipe.encode_prompt(
+        [*prompts, ""], prompt_2=None, max_sequence_length=max_sequence_length
+    )
+    return {"prompt_embeds": embeds.float(), "pooled_prompt_embeds": pooled.float()}
+
+
+@torch.no_grad()
+def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str, torch.Tensor]:
+    """Each class prompt (classes sorted) encoded once, and each label's row among them."""
+    classes = sorted(set(labels))
+    encoded = encode_prompts(
+        pipe, [prompt_for(cfg, c) for c in classes], cfg.generator.max_sequence_length
+    )
+    index = {label: i for i, label in enumerate(classes)}
+    device = encoded["prompt_embeds"].device
+    return {"prompt_index": torch.tensor([index[x] for x in labels], device=device), **encoded}
+
+
+def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Flow-matching times in (0, 1), drawn on the CPU: logit-normal (SD3/FLUX trainers),
+    uniform, or logit-normal shifted toward noise by the scheduler's `shift`."""
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    scheme = "none" if kind == "uniform" else "logit_normal"
+    sigmas = compute_density_for_timestep_sampling(
+        scheme, batch, logit_mean=0.0, logit_std=1.0, generator=generator
+    )
+    if kind == "shifted_sigmoid":
+        shift = FLUX_SCHEDULER["shift"]
+        sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return sigmas
+
+
+def flow_matching_loss(
+    transformer,
+    cache: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+    seed: int,
+    cfg: StudyConfig,
+    caption_dropout: float = 0.0,
+) -> torch.Tensor:
+    """The rectified-flow loss on packed latents for one batch of cached images, each
+    caption replaced by the empty one (the prompt tensors' last row) with probability
+    `caption_dropout`.
+
+    Noise, times and dropout come from a CPU generator seeded by `seed` (the same
+    numbers on any device, so a resumed run is bit-identical), then move to the cache's
+    device."""
+    from diffusers import FluxPipeline
+
+    generator = torch.Generator().manual_seed(seed)
+    x0 = cache["latents"][rows.to(cache["latents"].device)]
+    batch, channels, height, width = x0.shape
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
+    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
+    prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
+    if caption_dropout > 0:
+        dropped = torch.rand(batch, generator=generator) < caption_dropout
+        empty = len(cache["prompt_embeds"]) - 1
+        prompts = torch.where(dropped.to(prompts.device), empty, prompts)
+    device, dtype = transformer.device, transformer.dtype
+    guidance = None
+    if transformer.config.guidance_embeds:
+        guidance = torch.full((batch,), cfg.generator.guidance_scale, device=device)
+    text = cache["prompt_embeds"][prompts]
+    prediction = transformer(
+        hidden_states=FluxPipeline._pack_latents(noisy, batch, channels, height, width).to(
+            device, dtype
+        ),
+        timestep=sigmas.to(device, dtype),
+        guidance=guidance,
+        pooled_projections=cache["pooled_prompt_embeds"][prompts].to(device, dtype),
+        encoder_hidden_states=text.to(device, dtype),
+        txt_ids=torch.zeros(text.shape[1], 3, device=device, dtype=dtype),
+        img_ids=FluxPipeline._prepare_latent_image_ids(
+            batch, height // 2, width // 2, device, dtype
+        ),
+        return_dict=False,
+    )[0]
+    target = FluxPipeline._pack_latents(noise - x0, batch, channels, height, width)
+    return torch.nn.functional.mse_loss(prediction.float(), target.to(device).float())

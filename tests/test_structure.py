@@ -1,0 +1,33 @@
+"""The package's shape: stage modules import downward only (no import cycle)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "synthaug"
+
+
+def _imports(path: Path) -> set[str]:
+    """The synthaug modules a module imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("synthaug"):
+            parts = node.module.split(".")
+            found |= {a.name for a in node.names} if len(parts) == 1 else {parts[1]}
+    return found - {path.stem}
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph = {p.stem: _imports(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    done: set[str] = set()
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, f"import cycle: {' -> '.join((*stack, module))}"
+        if module in done:
+            return
+        for imported in graph.get(module, ()):
+            visit(imported, (*stack, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert graph["flux"] <= {"config", "vocab"}  # the FLUX maths sit below every stage
