@@ -48,19 +48,17 @@ TARGETS = [
     "proj_mlp",
     "proj_out",
 ]
+# The LoRA as the paper trains it (its targets, 6 epochs), then one change at a time, then
+# the profile as it stands (AdaLN targets and 18 epochs).
+PAPER_LORA = {"generator.epochs": 6, "generator.lora.target_modules": TARGETS}
+ADALN = [*TARGETS, "norm1.linear", "norm1_context.linear", "norm.linear"]
 LEVERS: dict[str, dict] = {
+    "paper_lora": PAPER_LORA,
+    "true_cfg_6": {**PAPER_LORA, "generation.true_cfg_scale": 6.0},
+    "rank_32": {**PAPER_LORA, "generator.lora.rank": 32, "generator.lora.alpha": 32},
+    "adaln_targets": {**PAPER_LORA, "generator.lora.target_modules": ADALN},
+    "epochs_18": {**PAPER_LORA, "generator.epochs": 18},
     "profile": {},
-    "true_cfg_6": {"generation.true_cfg_scale": 6.0},
-    "lora_epochs_18": {"generator.epochs": 18},
-    "lora_rank_32": {"generator.lora.rank": 32, "generator.lora.alpha": 32},
-    "lora_on_adaln": {
-        "generator.lora.target_modules": [
-            *TARGETS,
-            "norm1.linear",
-            "norm1_context.linear",
-            "norm.linear",
-        ]
-    },
 }
 
 

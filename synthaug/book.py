@@ -35,7 +35,7 @@ def table_of_contents(names: list[str]) -> dict:
     """04_analysis is the front page (the question, the answer, the tables and figures);
     then the LoRA and generation pages; then one page listing every classifier cell, whose
     pages sit under it (collapsed in the sidebar)."""
-    chapters = [{"file": n} for n in ("01_lora", "02_generate") if n in names]
+    chapters = [{"file": n} for n in names if n == "01_lora" or n.startswith("02_generate")]
     cells = [{"file": n} for n in names if n.startswith("03_train_ratio")]
     if cells:
         chapters.append({"file": CELLS_PAGE, "sections": cells})

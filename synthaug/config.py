@@ -253,6 +253,12 @@ class StudySection(_Section):
     baseline_real_full: bool = True
     baseline_generated_only: bool = True
     workers: int = Field(1, ge=1, description="classifier notebooks run at once (CPU profiles)")
+    devices: int | None = Field(
+        None,
+        ge=1,
+        description="GPUs to spread generation shards and classifier cells over (default: "
+        "every visible one, CUDA_VISIBLE_DEVICES respected); on a CPU, generation processes",
+    )
     reuse_kernels: bool = Field(
         True,
         description="run a stage's notebooks in one warm kernel per worker, cleared before "

@@ -82,6 +82,7 @@ def flow_matching_loss(
     seed: int,
     cfg: StudyConfig,
     caption_dropout: float = 0.0,
+    part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
     """The rectified-flow loss on packed latents for one batch of cached images, each
     caption replaced by the empty one (the prompt tensors' last row) with probability
@@ -89,7 +90,8 @@ def flow_matching_loss(
 
     Noise, times and dropout come from a CPU generator seeded by `seed` (the same
     numbers on any device, so a resumed run is bit-identical), then move to the cache's
-    device."""
+    device. `part = (i, n)`: process i of n data-parallel ones takes every n-th image of
+    the batch, with the noise, time and dropout the whole batch drew for it."""
     from diffusers import FluxPipeline
 
     generator = torch.Generator().manual_seed(seed)
@@ -103,9 +105,19 @@ def flow_matching_loss(
         dropped = torch.rand(batch, generator=generator) < caption_dropout
         empty = len(cache["prompt_embeds"]) - 1
         prompts = torch.where(dropped.to(prompts.device), empty, prompts)
-    device, dtype = transformer.device, transformer.dtype
+    mine = slice(part[0], None, part[1])
+    x0, noise, sigmas, noisy, prompts = (
+        x0[mine],
+        noise[mine],
+        sigmas[mine],
+        noisy[mine],
+        prompts[mine],
+    )
+    batch = len(x0)
+    model = getattr(transformer, "module", transformer)  # DDP keeps the model in `.module`
+    device, dtype = model.device, model.dtype
     guidance = None
-    if transformer.config.guidance_embeds:
+    if model.config.guidance_embeds:
         guidance = torch.full((batch,), cfg.generator.guidance_scale, device=device)
     text = cache["prompt_embeds"][prompts]
     prediction = transformer(

@@ -10,6 +10,7 @@ gives every notebook a fresh kernel instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,12 @@ class WarmKernel:
     its file descriptors) goes to `log` when given, else to this process's terminal; what
     the notebooks print goes into the notebooks either way."""
 
-    def __init__(self, kernel_name: str = "python3", log: Path | None = None) -> None:
+    def __init__(
+        self, kernel_name: str = "python3", log: Path | None = None, device: str | None = None
+    ) -> None:
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
         self.log = log
+        self.device = device
 
     def papermill_kwargs(self) -> dict[str, Any]:
         if not self.manager.has_kernel:
@@ -100,12 +104,16 @@ class WarmKernel:
         return {"engine_name": ENGINE, "km": self.manager}
 
     def _start(self) -> None:
+        """Start the kernel; pinned to GPU `device` (it sees that GPU alone) when given."""
+        options: dict[str, Any] = {}
+        if self.device is not None:
+            options["env"] = {**os.environ, "CUDA_VISIBLE_DEVICES": self.device}
         if self.log is None:
-            run_sync(self.manager.start_kernel)()
+            run_sync(self.manager.start_kernel)(**options)
             return
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as handle:  # the kernel keeps its own copy of the handle
-            run_sync(self.manager.start_kernel)(stdout=handle, stderr=handle)
+            run_sync(self.manager.start_kernel)(stdout=handle, stderr=handle, **options)
 
     def shutdown(self) -> None:
         if self.manager.has_kernel:

@@ -16,9 +16,13 @@ The loop, step by step:
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,7 @@ from synthaug.config import StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, same_settings, write_csv, write_json
-from synthaug.models import load_flux_pipeline, make_accelerator, weight_dtype
+from synthaug.models import compute_devices, load_flux_pipeline, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
 from synthaug.progress import Progress
@@ -259,16 +263,27 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
 
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
-    source = base_model_source(cfg)
+    source = base_model_source(cfg)  # pretrained here, once, before any process starts
+    devices = compute_devices(cfg.study.devices)
+    if len(devices) > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(cfg, devices, stop_after)
     accelerator = make_accelerator(g.mixed_precision)
+    main = accelerator.is_main_process
+    part = (accelerator.process_index, accelerator.num_processes)
+    if g.batch_size % part[1]:
+        raise ValueError(
+            f"generator.batch_size {g.batch_size} does not split over {part[1]} processes; "
+            "use a multiple of the number of devices (study.devices)"
+        )
     dtype = weight_dtype(g.mixed_precision)
 
     cache_path = out / "cache.safetensors"
     bench: dict[str, float] = {}
-    if not cache_path.exists():
-        start = time.perf_counter()
-        build_encoding_cache(cfg, source, records, dtype, accelerator.device, cache_path)
-        bench["cache_s"] = time.perf_counter() - start
+    with accelerator.main_process_first():  # the others read the cache the first one made
+        if not cache_path.exists():
+            start = time.perf_counter()
+            build_encoding_cache(cfg, source, records, dtype, accelerator.device, cache_path)
+            bench["cache_s"] = time.perf_counter() - start
     cache = load_file(str(cache_path))
 
     from diffusers import FluxTransformer2DModel
@@ -319,36 +334,41 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     sampler = None  # the pipeline of the sample grids, without text encoders; built once
     train_start, first_step = time.perf_counter(), step
     transformer.train()
-    progress = Progress(step_schedule.total_steps, "LoRA", "steps", initial=step)
+    progress = Progress(step_schedule.total_steps, "LoRA", "steps", initial=step, show=main)
     epoch = step // step_schedule.steps_per_epoch
     while step < step_schedule.total_steps:
         batches = step_schedule.order(g.seed, epoch)
         for rows in batches[step - epoch * step_schedule.steps_per_epoch :]:
             torch.manual_seed(step_seed(g.seed, step))  # LoRA dropout, if any
             loss = flow_matching_loss(
-                transformer, cache, rows, step_seed(g.seed, step), cfg, g.caption_dropout
+                transformer, cache, rows, step_seed(g.seed, step), cfg, g.caption_dropout, part
             )
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append([epoch + 1, step + 1, loss.item(), len(rows)])
+            batch_loss = accelerator.reduce(loss.detach(), "mean").item()  # over processes
+            losses.append([epoch + 1, step + 1, batch_loss, len(rows)])
             step += 1
-            progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{loss.item():.4f}")
+            progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{batch_loss:.4f}")
             stopping = stop_after is not None and step - first_step >= stop_after
             if stopping or step % g.checkpoint_every == 0 or step == step_schedule.total_steps:
-                _checkpoint(
-                    checkpoint_path,
-                    accelerator.unwrap_model(transformer),
-                    optimizer,
-                    scheduler,
-                    step,
-                    losses,
-                )
+                if main:
+                    _checkpoint(
+                        checkpoint_path,
+                        accelerator.unwrap_model(transformer),
+                        optimizer,
+                        scheduler,
+                        step,
+                        losses,
+                    )
+                accelerator.wait_for_everyone()
             if stopping:
                 progress.close()
                 return {"stopped_at": step, "total_steps": step_schedule.total_steps}
         epoch += 1
+        if not main:
+            continue
         if sampler is None:
             sampler = load_flux_pipeline(
                 source,
@@ -362,6 +382,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         _write_epoch_outputs(cfg, out, sampler, cache, losses, epoch)
     progress.close()
     train_s = time.perf_counter() - train_start
+    if not main:
+        accelerator.wait_for_everyone()  # the first process saves the LoRA and its summary
+        return read_json(cfg.paths.lora_summary)
     weights = _save_lora(accelerator.unwrap_model(transformer), out)
     samples_seen = sum(row[3] for row in losses[first_step:])
     bench.update({"train_s": train_s, "samples_per_s": samples_seen / max(train_s, 1e-9)})
@@ -370,6 +393,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         "weights": str(weights),
         "base_model": source,
         "device": str(accelerator.device),
+        "processes": part[1],
         "mixed_precision": g.mixed_precision,
         "gradient_checkpointing": g.gradient_checkpointing,
         "steps": step_schedule.total_steps,
@@ -381,11 +405,52 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     }
     write_json(out / "bench.json", bench)
     write_json(cfg.paths.lora_summary, summary)
+    accelerator.wait_for_everyone()
     print(
         f"LoRA: {step_schedule.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
         + (f", encoding cache built in {bench['cache_s']:.1f}s" if "cache_s" in bench else "")
     )
     return summary
+
+
+def launch(cfg: StudyConfig, devices: list[str | None], stop_after: int | None) -> dict:
+    """Train the LoRA in one data-parallel process per device (torch's launcher; NCCL on
+    GPUs, gloo on a CPU): each takes its share of every batch, so the effective batch, the
+    samples seen and the per-epoch shuffle are the config's; resume works as in one."""
+    spec = cfg.paths.lora / "launch.json"
+    write_json(spec, {**cfg.model_dump(mode="json"), "output_dir": str(cfg.run_dir.parent)})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={len(devices)}",
+        "-m",
+        "synthaug.lora",
+        str(spec),
+        *(["--stop-after", str(stop_after)] if stop_after is not None else []),
+    ]
+    env = dict(os.environ)
+    if devices[0] is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(d for d in devices if d is not None)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"the {len(devices)}-process LoRA failed:\n{result.stderr[-4000:]}\n"
+            "its checkpoint is kept; rerun to continue"
+        )
+    if stop_after is not None:
+        return {"processes": len(devices), "stopped": True}
+    return read_json(cfg.paths.lora_summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One process of `launch`: `python -m synthaug.lora <config.json> [--stop-after N]`."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config")
+    parser.add_argument("--stop-after", type=int, default=None)
+    args = parser.parse_args(argv)
+    train_lora(StudyConfig.model_validate(read_json(args.config)), args.stop_after)
 
 
 def _epoch_means(losses: list) -> list[dict]:
@@ -415,3 +480,7 @@ def _write_epoch_outputs(
     png = io.BytesIO()
     grid.save(png, format="PNG")
     atomic_write_bytes(out / "samples" / f"epoch_{epoch:03d}.png", png.getvalue())
+
+
+if __name__ == "__main__":
+    main()

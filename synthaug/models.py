@@ -49,7 +49,26 @@ def make_accelerator(mixed_precision: str):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision)
+    # cpu=True where there is no GPU: under torch's launcher that makes it gloo data
+    # parallel (accelerate would otherwise run each process alone)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as `CUDA_VISIBLE_DEVICES` names them to a child."""
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [d.strip() for d in listed.split(",") if d.strip()] if listed else []
+    count = torch.cuda.device_count()
+    return (names or [str(i) for i in range(count)])[:count]
+
+
+def compute_devices(limit: int | None) -> list[str | None]:
+    """The GPUs a study spreads its work over (at most `limit`; default all visible), or,
+    on a machine without one, `limit` CPU processes (None: no device to pin)."""
+    gpus = visible_gpus()[: limit or None]
+    return list(gpus) if gpus else [None] * (limit or 1)
 
 
 def cache_root() -> Path:

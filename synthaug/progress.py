@@ -47,16 +47,22 @@ class Progress:
     """`total` steps of `desc`, counted in `unit`; `update(n, **postfix)` after each."""
 
     def __init__(
-        self, total: int, desc: str, unit: str = "it", initial: int = 0, interval: float = 0.5
+        self,
+        total: int,
+        desc: str,
+        unit: str = "it",
+        initial: int = 0,
+        interval: float = 0.5,
+        show: bool = True,
     ) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
+        self.total, self.desc, self.unit, self.show = total, desc, unit, show
         self.n, self.first = initial, initial
         self.postfix: dict[str, Any] = {}
         self.interval = interval
         self.start = time.perf_counter()
         self.shown_at = 0.0
         self.tenths_logged = -1
-        self.kernel = _in_kernel()
+        self.kernel = show and _in_kernel()
         self.tty = not self.kernel and sys.stderr.isatty()
         status = os.environ.get(STATUS_ENV) if self.kernel else None
         self.status = Path(status) / f"{os.getpid()}.json" if status else None
@@ -89,7 +95,7 @@ class Progress:
 
     def close(self) -> None:
         self._show(force=True)
-        if self.tty:
+        if self.tty and self.show:
             sys.stderr.write("\n")
         if self.status is not None:
             self.status.unlink(missing_ok=True)
@@ -102,7 +108,7 @@ class Progress:
 
     def _show(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if not force and now - self.shown_at < self.interval:
+        if not self.show or (not force and now - self.shown_at < self.interval):
             return
         self.shown_at = now
         line = self.line()

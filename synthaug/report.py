@@ -84,11 +84,18 @@ def lora_sample_grids(lora_folder) -> list[tuple[str, object]]:
     return [(p.stem.replace("_", " "), Image.open(p)) for p in paths]
 
 
-def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure:
+def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure | None:
     """The paper's Figure 1, with enough images to judge: for each class (default: all), a
     row of `per_class` generated images, then `per_class` real pool images. Saved as
-    `generated/figure1.png`."""
+    `generated/figure1.png`. None, with a note, while other generation shards still run
+    (the set's manifest is written when the last one finishes)."""
     from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
+
+    if not cfg.paths.generated_manifest.exists() and any(
+        cfg.paths.generated.glob("manifest.shard*of*.csv")
+    ):
+        print("Figure 1 follows once every generation shard has finished.")
+        return None
 
     manifest = prepare_data(cfg)
     generated = read_generated_manifest(cfg.paths.generated_manifest)

@@ -58,15 +58,19 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
             Task("lora", "01_lora", "01_lora", {}, done("01_lora", lambda: is_trained(cfg)))
         )
     if "generate" in stages:
-        tasks.append(
-            Task(
-                "generate",
-                "02_generate",
-                "02_generate",
-                {},
-                done("02_generate", lambda: is_complete(cfg)),
+        shards = len(stage_devices(cfg, "generate"))
+        for index in range(shards):
+            name = f"02_generate-shard{index}of{shards}" if shards > 1 else "02_generate"
+            parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
+            tasks.append(
+                Task(
+                    "generate",
+                    name,
+                    "02_generate",
+                    parameters,
+                    done(name, lambda: is_complete(cfg)),
+                )
             )
-        )
     if "classify" in stages:
         runner: list[CellRunner] = []
 
@@ -98,6 +102,21 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     if "book" in stages:
         tasks.append(Task("book", "book", None, {}, lambda: book_is_current(cfg)))
     return tasks
+
+
+def stage_devices(cfg: StudyConfig, stage: str) -> list[str | None]:
+    """One entry per worker of `stage`: the GPU its kernel is pinned to, or None (no
+    pinning). Generation runs one shard per GPU, classifier cells one kernel per GPU; on
+    a CPU, `study.devices` generation processes and `study.workers` classifier kernels."""
+    from synthaug.models import compute_devices
+
+    devices = compute_devices(cfg.study.devices)
+    on_gpus = devices[0] is not None
+    if stage == "generate" or (stage == "classify" and on_gpus and len(devices) > 1):
+        return devices
+    if stage == "classify":
+        return [None] * cfg.study.workers
+    return [None]
 
 
 def execute(
@@ -229,7 +248,7 @@ def run_study(
     with LiveStatus(cfg.paths.status, echo) as live:
         progress = StudyProgress(len(todo), live.say)
 
-        def run_one(task: Task, kernel: WarmKernel | None) -> None:
+        def run_one(task: Task, kernel: WarmKernel) -> None:
             task_start = time.perf_counter()
             if task.notebook is None:
                 from synthaug.book import build_book
@@ -241,12 +260,13 @@ def run_study(
 
         for stage in STAGES:
             batch = [task for task in todo if task.stage == stage]
-            workers = cfg.study.workers if stage == "classify" else 1
-            if workers > 1 and batch:
+            devices = stage_devices(cfg, stage)
+            if stage == "classify" and len(devices) > 1 and batch:
                 _prepare_parallel_cells(cfg, batch, live.say)
             progress.begin_stage(len(batch))
-            with _threads_per_kernel(workers) if workers > 1 else nullcontext():
-                _run_batch(batch, workers, run_one, cfg.study.reuse_kernels, kernel_log)
+            on_cpu = len(devices) > 1 and devices[0] is None
+            with _threads_per_kernel(len(devices)) if on_cpu else nullcontext():
+                _run_batch(batch, devices, run_one, cfg.study.reuse_kernels, kernel_log)
     summarize(cfg, stage, time.perf_counter() - progress.start, echo)
     return todo
 
@@ -267,21 +287,22 @@ def summarize(
 
 def _run_batch(
     tasks: list[Task],
-    workers: int,
-    run_one: Callable[[Task, WarmKernel | None], None],
+    devices: list[str | None],
+    run_one: Callable[[Task, WarmKernel], None],
     reuse_kernels: bool,
     kernel_log: Path | None = None,
 ) -> None:
-    """Run the tasks on `workers` threads, each with its own warm kernel (or a fresh
-    kernel per notebook). The first failure stops the others from starting new tasks,
-    and is raised once the tasks in flight have finished."""
+    """Run the tasks on one thread per entry of `devices`, each with its own kernel pinned
+    to that device: one warm kernel for all its tasks, or a fresh one per task. The first
+    failure stops the others from starting new tasks, and is raised once the tasks in
+    flight have finished."""
     pending: queue.SimpleQueue[Task] = queue.SimpleQueue()
     for task in tasks:
         pending.put(task)
     failures: list[BaseException] = []
 
-    def work() -> None:
-        kernel = WarmKernel(log=kernel_log) if reuse_kernels else None
+    def work(device: str | None) -> None:
+        kernel = WarmKernel(log=kernel_log, device=device)
         try:
             while not failures:
                 try:
@@ -289,16 +310,18 @@ def _run_batch(
                 except queue.Empty:
                     return
                 run_one(task, kernel)
+                if not reuse_kernels:
+                    kernel.shutdown()
+                    kernel = WarmKernel(log=kernel_log, device=device)
         except BaseException as error:
             failures.append(error)
         finally:
-            if kernel is not None:
-                kernel.shutdown()
+            kernel.shutdown()
 
-    if workers == 1:
-        work()
+    if len(devices) == 1:
+        work(devices[0])
     else:
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+        threads = [threading.Thread(target=work, args=(d,), daemon=True) for d in devices]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -168,3 +168,24 @@ def test_a_saved_lora_has_the_same_digest_in_every_process(tmp_path) -> None:
         subprocess.run([sys.executable, "-c", SAVE_A_LORA, tmp_path / seed], env=env, check=True)
     first, second = (safetensors_digest(tmp_path / s / LORA_WEIGHTS) for s in ("1", "2"))
     assert first == second
+
+
+def test_two_processes_train_the_lora_one_would(tmp_path, ucmerced) -> None:
+    """`study.devices: 2` on a CPU: two data-parallel processes (gloo), each with half of
+    every batch, the noise the whole batch drew for it: the loss curve of one process at
+    the same effective batch, and a LoRA the stock loader reads."""
+    from synthaug.io import read_json
+
+    one = smoke_config(tmp_path / "one")
+    train_lora(one)
+    two = smoke_config(tmp_path / "two", **{"study.devices": 2})
+    assert train_lora(two)["processes"] == 2
+    alone, together = (
+        [e["loss"] for e in read_json(c.paths.lora_summary)["epoch_loss"]] for c in (one, two)
+    )
+    assert together == pytest.approx(alone, rel=0.02)
+    first = [(c.paths.lora / "loss.csv").read_text().splitlines()[1] for c in (one, two)]
+    assert float(first[1].split(",")[2]) == pytest.approx(float(first[0].split(",")[2]), rel=1e-4)
+    pipe = load_flux_pipeline(base_model_source(two))
+    pipe.load_lora_weights(two.paths.lora_weights)
+    assert pipe.get_list_adapters()["transformer"]  # the stock loader took it

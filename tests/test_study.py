@@ -87,6 +87,25 @@ def test_report_in_a_browser_shows_table2_and_every_figure(smoke_study, tmp_path
     assert not check_page(broken, "04_analysis.html")["images"][0]["ok"]
 
 
+def test_two_generation_workers_write_the_manifest_one_writes(smoke_study, tmp_path) -> None:
+    """`study.devices: 2`: one generation shard per device (on a CPU, per process), run at
+    once; their merged manifest is byte for byte the single process's."""
+    import shutil
+
+    # the single process's LoRA (with two devices, two processes would train their own)
+    single = smoke_config(smoke_study[0]).run_dir
+    for part in ("data", "lora", "notebooks/01_lora.ipynb"):
+        copy = shutil.copytree if (single / part).is_dir() else shutil.copy
+        (tmp_path / "smoke" / part).parent.mkdir(parents=True, exist_ok=True)
+        copy(single / part, tmp_path / "smoke" / part)
+    lines: list[str] = []
+    overrides = {"output_dir": str(tmp_path), "study.devices": "2"}
+    done = run_study(ROOT / "params/smoke.yaml", overrides, stage="generate", echo=lines.append)
+    assert [t.name for t in done] == ["02_generate-shard0of2", "02_generate-shard1of2"]
+    two = smoke_config(tmp_path).paths.generated_manifest.read_bytes()
+    assert two == smoke_config(smoke_study[0]).paths.generated_manifest.read_bytes()
+
+
 def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
     lines: list[str] = []
     run_study(
