@@ -25,29 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.classify import run_cell  # noqa: E402
-from synthaug.config import load_config  # noqa: E402
+from synthaug.config import AdapterConfig, load_config  # noqa: E402
 from synthaug.generate import generate_images  # noqa: E402
 from synthaug.io import read_json  # noqa: E402
 from synthaug.lora import train_lora  # noqa: E402
 from synthaug.pretrain import base_model_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = [
-    "attn.to_q",
-    "attn.to_k",
-    "attn.to_v",
-    "attn.to_out.0",
-    "attn.add_q_proj",
-    "attn.add_k_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "ff_context.net.0.proj",
-    "ff_context.net.2",
-    "proj_mlp",
-    "proj_out",
-]
+TARGETS = AdapterConfig.model_fields["target_modules"].default  # the paper's LoRA targets
 # The LoRA as the paper trains it (its targets, 6 epochs), then one change at a time, then
 # the profile as it stands (AdaLN targets and 18 epochs).
 PAPER_LORA = {"generator.epochs": 6, "generator.lora.target_modules": TARGETS}

@@ -5,8 +5,9 @@
 For each stage, the same work twice, in fresh run folders: once in one process (all
 cores), once spread over two (`study.devices: 2` for the LoRA's data-parallel processes
 and the generation shards, `study.workers: 2` for the classifier kernels, one core each).
-The work is cut to minutes: 1 LoRA epoch, 210 generated images, the classifier cells of
-one seed. The base model and the backbone features come from the caches, warmed first.
+The work is cut to minutes: 1 LoRA epoch, 210 generated images, the 12 classifier cells
+of one mix (20% generated) and its baselines, 3 seeds. The base model comes from the
+model cache (pretrained first, untimed); each run computes its own backbone features.
 Writes `bench/results/processes.json`.
 """
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
     "generator.epochs": 1,
     "generation.count": 210,
-    "study.seeds": "[0]",
+    "study.generated_shares": "[0.2]",
 }
 
 

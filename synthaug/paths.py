@@ -12,44 +12,28 @@ book/, book/_build/html/        the Jupyter Book                  (book)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 # The file name diffusers' `save_lora_weights` writes and `load_lora_weights` reads.
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
-@dataclass(frozen=True)
 class RunPaths:
-    root: Path
+    """Every path of the run folder at `root` (`cfg.paths`)."""
 
-    @property
-    def manifest(self) -> Path:
-        return self.root / "data" / "manifest.csv"
-
-    @property
-    def manifest_settings(self) -> Path:
-        return self.root / "data" / "manifest.json"
-
-    @property
-    def lora(self) -> Path:
-        return self.root / "lora"
-
-    @property
-    def lora_weights(self) -> Path:
-        return self.lora / LORA_WEIGHTS
-
-    @property
-    def lora_summary(self) -> Path:
-        return self.lora / "summary.json"
-
-    @property
-    def generated(self) -> Path:
-        return self.root / "generated"
-
-    @property
-    def generated_manifest(self) -> Path:
-        return self.generated / "manifest.csv"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        data, lora, generated = root / "data", root / "lora", root / "generated"
+        self.manifest, self.manifest_settings = data / "manifest.csv", data / "manifest.json"
+        self.lora, self.lora_weights = lora, lora / LORA_WEIGHTS
+        self.lora_summary = lora / "summary.json"
+        self.generated, self.generated_manifest = generated, generated / "manifest.csv"
+        self.cells, self.notebooks = root / "cells", root / "notebooks"
+        # what the Jupyter kernels themselves print (not the notebooks' output), and where
+        # running stages leave their latest progress line for `synthaug run`
+        self.kernel_log, self.status = root / "logs" / "kernels.log", root / ".status"
+        self.book = root / "book"
+        self.book_index = self.book / "_build" / "html" / "index.html"
 
     def generated_shard(self, index: int, count: int) -> Path:
         return self.generated / f"manifest.shard{index}of{count}.csv"
@@ -57,34 +41,8 @@ class RunPaths:
     def features(self, classifier_key: str) -> Path:
         return self.root / "features" / f"{classifier_key}.safetensors"
 
-    @property
-    def cells(self) -> Path:
-        return self.root / "cells"
-
     def cell_metrics(self, cell_name: str) -> Path:
         return self.cells / cell_name / "metrics.json"
 
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
-
     def executed(self, task_name: str) -> Path:
         return self.notebooks / f"{task_name}.ipynb"
-
-    @property
-    def kernel_log(self) -> Path:
-        """What the Jupyter kernels themselves print (not the notebooks' output)."""
-        return self.root / "logs" / "kernels.log"
-
-    @property
-    def status(self) -> Path:
-        """Where running stages leave their latest progress line for `synthaug run`."""
-        return self.root / ".status"
-
-    @property
-    def book(self) -> Path:
-        return self.root / "book"
-
-    @property
-    def book_index(self) -> Path:
-        return self.book / "_build" / "html" / "index.html"

@@ -75,6 +75,16 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (recon - x).abs().mean() + (coarse(recon, 8) - coarse(x, 8)).abs().mean()
 
 
+def _step(loss: torch.Tensor, optimizer, schedule, losses: list[float], progress: Progress) -> None:
+    """Backward, one optimizer and schedule step; the loss logged and shown."""
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad()
+    losses.append(loss.item())
+    progress.update(1, loss=f"{losses[-1]:.4f}")
+
+
 def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
     pre = cfg.generator.pretrain
     generator = torch.Generator().manual_seed(pre.seed)
@@ -89,12 +99,7 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
         loss = reconstruction_loss(recon, x) + pre.kl_weight * posterior.kl().mean()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        progress.update(1, loss=f"{loss.item():.4f}")
+        _step(loss, optimizer, schedule, losses, progress)
     progress.close()
     vae.eval()
     return losses
@@ -148,12 +153,7 @@ def train_transformer(
             cfg,
             pre.caption_dropout,
         )
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        progress.update(1, loss=f"{loss.item():.4f}")
+        _step(loss, optimizer, schedule, losses, progress)
     progress.close()
     for module in (pipe.transformer, *encoders):
         module.eval()
