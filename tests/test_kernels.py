@@ -90,3 +90,26 @@ def test_the_papermill_internals_the_warm_engine_relies_on_are_there() -> None:
     theirs = inspect.signature(NBClientEngine.execute_managed_notebook).parameters
     ours = inspect.signature(WarmKernelEngine.execute_managed_notebook).parameters
     assert [p for p in theirs if p != "kwargs"] == [p for p in ours if p not in ("km", "_unused")]
+
+
+def test_a_kernel_pinned_to_a_device_sees_that_gpu_alone(tmp_path) -> None:
+    """One kernel per GPU: its process starts with `CUDA_VISIBLE_DEVICES` set to its GPU."""
+    cell = nbformat.v4.new_code_cell('import os; print(os.environ.get("CUDA_VISIBLE_DEVICES"))')
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": kernelspec}),
+        tmp_path / "in.ipynb",
+    )
+    kernel = WarmKernel(device="3", log=tmp_path / "kernel.log")
+    try:
+        papermill.execute_notebook(
+            tmp_path / "in.ipynb",
+            tmp_path / "out.ipynb",
+            progress_bar=False,
+            **kernel.papermill_kwargs(),
+        )
+    finally:
+        kernel.shutdown()
+    printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"]
+    assert printed.strip() == "3"
+    assert "Kernel" in (tmp_path / "kernel.log").read_text()  # its own notices went to the log
