@@ -431,7 +431,14 @@ def frechet_samples(
     return pairs
 
 
-def _compare(low: float, high: float, base_low: float, base_high: float) -> str:
+def _interval(row, name: str) -> tuple[float, float, float]:
+    """A table row's `name` and its 95% CI bounds (the columns `_interval_columns` made)."""
+    return getattr(row, name), getattr(row, f"{name}_ci_low"), getattr(row, f"{name}_ci_high")
+
+
+def _compare(interval: tuple[float, float, float], base: tuple[float, float, float]) -> str:
+    """How an interval stands against a baseline's: above, below, or overlapping it."""
+    (_, low, high), (_, base_low, base_high) = interval, base
     if np.isnan([low, high, base_low, base_high]).any():
         return "cannot be told apart (fewer than two seeds)"
     if low > base_high:
@@ -450,20 +457,13 @@ def conclusion(t2: pd.DataFrame, base: pd.DataFrame) -> str:
     for row in t2.itertuples():
         if "real_only_accuracy" not in t2.columns or np.isnan(row.real_only_accuracy):
             continue
-        verdict = _compare(
-            row.accuracy_ci_low,
-            row.accuracy_ci_high,
-            row.real_only_accuracy_ci_low,
-            row.real_only_accuracy_ci_high,
-        )
+        mix, alone = _interval(row, "accuracy"), _interval(row, "real_only_accuracy")
+        verdict = _compare(mix, alone)
         verdicts.append(verdict)
-        mix = interval_text(row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high)
-        alone = interval_text(
-            row.real_only_accuracy, row.real_only_accuracy_ci_low, row.real_only_accuracy_ci_high
-        )
         lines.append(
-            f"- {row.n_generated} generated + {row.n_real} real: accuracy {mix} {verdict} "
-            f"real-only with the same {row.n_real} real images ({alone})."
+            f"- {row.n_generated} generated + {row.n_real} real: accuracy "
+            f"{interval_text(*mix)} {verdict} real-only with the same {row.n_real} real "
+            f"images ({interval_text(*alone)})."
         )
     best = t2.loc[t2["accuracy"].idxmax()]
     head = (
@@ -504,29 +504,20 @@ def table2_report(t2: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in t2.itertuples():
         has_same = "real_only_accuracy" in t2.columns and not np.isnan(row.real_only_accuracy)
-        same = (
-            (row.real_only_accuracy, row.real_only_accuracy_ci_low, row.real_only_accuracy_ci_high)
-            if has_same
-            else None
-        )
+        mix = _interval(row, "accuracy")
+        same = _interval(row, "real_only_accuracy") if has_same else None
         rows.append(
             {
                 "generated : real": f"{row.n_generated} : {row.n_real}",
                 "generated share": f"{row.share:.0%}",
                 "seeds": row.seeds,
-                "accuracy [95% CI]": interval_text(
-                    row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high
-                ),
+                "accuracy [95% CI]": interval_text(*mix),
                 "real only, same real images": interval_text(*same) if same else "not run",
-                "mix vs real only": VERDICT[
-                    _compare(row.accuracy_ci_low, row.accuracy_ci_high, *same[1:])
-                ]
-                if same
-                else "",
+                "mix vs real only": VERDICT[_compare(mix, same)] if same else "",
                 "paper accuracy": ""
                 if np.isnan(row.paper_accuracy)
                 else f"{row.paper_accuracy:.3f}",
-                "mse [95% CI]": interval_text(row.mse, row.mse_ci_low, row.mse_ci_high),
+                "mse [95% CI]": interval_text(*_interval(row, "mse")),
                 'paper "mse"': "" if np.isnan(row.paper_mse) else f"{row.paper_mse:.3f}",
             }
         )
@@ -542,9 +533,7 @@ def baselines_report(base: pd.DataFrame) -> pd.DataFrame:
             "baseline": row.baseline,
             "generated : real": f"{row.n_generated} : {row.n_real}",
             "seeds": row.seeds,
-            "accuracy [95% CI]": interval_text(
-                row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high
-            ),
+            "accuracy [95% CI]": interval_text(*_interval(row, "accuracy")),
         }
         for row in base.itertuples()
     ]
@@ -563,17 +552,16 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
     lines = []
     if not t2.empty:
         best = t2.loc[t2["accuracy"].idxmax()]
+        mix = _interval(best, "accuracy")
         line = (
             f"best mix, {int(best.n_generated)} generated + {int(best.n_real)} real: accuracy "
-            + interval_text(best.accuracy, best.accuracy_ci_low, best.accuracy_ci_high)
+            + interval_text(*mix)
         )
         if not np.isnan(best.get("real_only_accuracy", np.nan)):
-            same = (best.real_only_accuracy_ci_low, best.real_only_accuracy_ci_high)
-            verdict = _compare(best.accuracy_ci_low, best.accuracy_ci_high, *same)
+            same = _interval(best, "real_only_accuracy")
             line += (
-                f"; it {verdict} its {int(best.n_real)} real images alone ("
-                + interval_text(best.real_only_accuracy, *same)
-                + ")"
+                f"; it {_compare(mix, same)} its {int(best.n_real)} real images alone "
+                f"({interval_text(*same)})"
             )
         lines.append(line)
     rows = base.set_index("baseline") if not base.empty else base
@@ -581,14 +569,12 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
         cas = rows.loc["generated only (CAS)"]
         line = (
             f"generated only (CAS), {int(cas.n_generated)} images: "
-            + interval_text(cas.accuracy, cas.accuracy_ci_low, cas.accuracy_ci_high)
+            + interval_text(*_interval(cas, "accuracy"))
             + f" (chance {1 / n_classes:.3f})"
         )
         if "real only, same count as CAS" in rows.index:
             real = rows.loc["real only, same count as CAS"]
-            line += "; real only, as many images: " + interval_text(
-                real.accuracy, real.accuracy_ci_low, real.accuracy_ci_high
-            )
+            line += "; real only, as many images: " + interval_text(*_interval(real, "accuracy"))
         lines.append(line)
     return lines
 

@@ -77,13 +77,18 @@ def _title(cell: str) -> str:
     )
 
 
-def tag_for_report(path: Path) -> None:
+def tag_for_report(path: Path, cell_name: str | None = None) -> None:
     """Hide the code in the report: every code cell's input is removed, except the
     parameters (the profile's and papermill's injected ones), which stay behind a toggle;
-    progress lines are left out (the executed notebooks keep them)."""
+    progress lines are left out (the executed notebooks keep them). A classifier cell's
+    page gets its own title (gen210-real840-seed0 -> generated 210 : real 840, seed 0)."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
+    if cell_name is not None:
+        first = notebook.cells[0]
+        body = first.source.split("\n", 1)[1] if "\n" in first.source else ""
+        first.source = f"# 03 · {_title(cell_name)}\n{body}"
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -91,17 +96,6 @@ def tag_for_report(path: Path) -> None:
         tags = set(cell.metadata.get("tags", []))
         tags.add("hide-input" if tags & {"parameters", "injected-parameters"} else "remove-input")
         cell.metadata["tags"] = sorted(tags)
-    nbformat.write(notebook, path)
-
-
-def _retitle(path: Path, cell: str) -> None:
-    """Give each classifier cell's page its own title (gen210-real840-seed0 -> ...)."""
-    import nbformat
-
-    notebook = nbformat.read(path, as_version=4)
-    first = notebook.cells[0]
-    body = first.source.split("\n", 1)[1] if "\n" in first.source else ""
-    first.source = f"# 03 · {_title(cell)}\n{body}"
     nbformat.write(notebook, path)
 
 
@@ -120,9 +114,8 @@ def build_book(cfg: StudyConfig) -> Path:
     shutil.copy(project_root() / "book" / "_config.yml", folder / "_config.yml")
     for path in notebooks:
         shutil.copy(path, folder / path.name)
-        tag_for_report(folder / path.name)
-        if path.stem.startswith("03_train_ratio-"):
-            _retitle(folder / path.name, path.stem.removeprefix("03_train_ratio-"))
+        cell = path.stem.removeprefix("03_train_ratio-")
+        tag_for_report(folder / path.name, cell if cell != path.stem else None)
     cells = [n for n in names if n.startswith("03_train_ratio-")]
     if cells:
         (folder / f"{CELLS_PAGE}.md").write_text(cells_page(cfg, cells))

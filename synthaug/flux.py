@@ -99,21 +99,15 @@ def flow_matching_loss(
     batch, channels, height, width = x0.shape
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
-    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
     prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
     if caption_dropout > 0:
         dropped = torch.rand(batch, generator=generator) < caption_dropout
         empty = len(cache["prompt_embeds"]) - 1
         prompts = torch.where(dropped.to(prompts.device), empty, prompts)
     mine = slice(part[0], None, part[1])
-    x0, noise, sigmas, noisy, prompts = (
-        x0[mine],
-        noise[mine],
-        sigmas[mine],
-        noisy[mine],
-        prompts[mine],
-    )
+    x0, noise, sigmas, prompts = x0[mine], noise[mine], sigmas[mine], prompts[mine]
     batch = len(x0)
+    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
     model = getattr(transformer, "module", transformer)  # DDP keeps the model in `.module`
     device, dtype = model.device, model.dtype
     guidance = None

@@ -26,12 +26,11 @@ from synthaug.io import (
     atomic_write_bytes,
     read_csv,
     read_json,
+    record_settings,
     safetensors_digest,
-    same_settings,
     sha256_bytes,
     sha256_file,
     write_csv,
-    write_json,
 )
 from synthaug.models import base_name, default_device, load_flux_pipeline, weight_dtype
 from synthaug.pretrain import base_model_source
@@ -190,8 +189,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
     out = cfg.paths.generated
     pipe, source, lora_sha = load_generator(cfg, classes)
     settings = _settings(cfg, source, lora_sha)
-    if not same_settings(out / "settings.json", settings, str(out)):
-        write_json(out / "settings.json", settings)
+    record_settings(out / "settings.json", settings, str(out))
 
     jobs = list_jobs(cfg, classes)
     shard_path = cfg.paths.generated_shard(index, count)

@@ -95,6 +95,13 @@ def same_settings(path: str | os.PathLike[str], settings: dict[str, Any], holder
     return True
 
 
+def record_settings(path: str | os.PathLike[str], settings: dict[str, Any], holder: str) -> None:
+    """`same_settings`, then the settings written if `path` held none yet: a stage that
+    writes its outputs as it goes claims the folder before its first one."""
+    if not same_settings(path, settings, holder):
+        write_json(path, settings)
+
+
 def safetensors_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a safetensors file's content: its metadata and every tensor (name, dtype,
     shape, bytes). Unlike the file's own hash it is the same in every process: safetensors

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save
 from synthaug.config import StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
-from synthaug.io import atomic_write_bytes, read_json, same_settings, write_csv, write_json
+from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
 from synthaug.models import compute_devices, load_flux_pipeline, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
@@ -258,8 +258,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     if is_trained(cfg):
         return read_json(cfg.paths.lora_summary)
     settings = {"config_hash": key, "generator": g.model_dump(mode="json")}
-    if not same_settings(out / "config.json", settings, str(out)):
-        write_json(out / "config.json", settings)
+    record_settings(out / "config.json", settings, str(out))
 
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
@@ -339,10 +338,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     while step < step_schedule.total_steps:
         batches = step_schedule.order(g.seed, epoch)
         for rows in batches[step - epoch * step_schedule.steps_per_epoch :]:
-            torch.manual_seed(step_seed(g.seed, step))  # LoRA dropout, if any
-            loss = flow_matching_loss(
-                transformer, cache, rows, step_seed(g.seed, step), cfg, g.caption_dropout, part
-            )
+            seed = step_seed(g.seed, step)
+            torch.manual_seed(seed)  # LoRA dropout, if any
+            loss = flow_matching_loss(transformer, cache, rows, seed, cfg, g.caption_dropout, part)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
