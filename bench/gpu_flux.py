@@ -231,7 +231,7 @@ def project(cfg, lora_rate: float, gen_rate: float, vit_images_per_s: float) -> 
 
     g, c = cfg.generator, cfg.classifier
     lora_samples = cfg.splits.lora * g.repeats * g.epochs
-    cells = study_cells(cfg.study)
+    cells = study_cells(cfg, n_classes=38)  # PatternNet's classes (only a sweep uses them)
     train_images = sum(cell.n_generated + cell.n_real for cell in cells)
     vit_images = c.epochs * (train_images + len(cells) * cfg.splits.test)
     return {

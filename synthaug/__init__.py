@@ -6,17 +6,19 @@ Stages, in the order `synthaug run` executes them, each one notebook and one mod
     stage      notebook            module (its one call)
     data       (every notebook)    data.prepare_data       splits and the image manifest
     lora       01_lora             lora.train_lora         one LoRA for all classes
-    generate   02_generate         generate.generate_images  the synthetic set
-    classify   03_train_ratio      classify.run_cell       one classifier per mix and seed
+    generate   02_generate         generate.generate_images  a synthetic set per arm
+    classify   03_train_ratio      classify.run_cell       one classifier per cell and seed
     analysis   04_analysis         analysis.analyze        tables, figures, conclusion
     book       (all, as pages)     book.build_book         the Jupyter Book
 
-Beside them: `config` (the one validated schema; `paths` lays out a run folder), `design`
-(which cells the study fits), `flux` (prompts and the flow-matching loss), `pretrain` (the
-base model, and the tiny base's pretraining), `models` (tiny models of the real
-architectures), `metrics`, `report` (plots), `study` (runs the notebooks with papermill,
-resumably), `kernels` (warm Jupyter kernels), `io` (atomic writes and the settings guard),
-`vocab` (the tiny text encoders' tokenizers), `dinov2` (the offline CPU backbone), `cli`.
+Beside them: `config` (the one validated schema; `paths` lays out a run folder),
+`design` (which cells the study fits), `efficiency` (the sample-efficiency sweep's
+reading), `provenance` (the resolved config and package versions of each task), `flux`
+(prompts and the flow-matching loss), `pretrain` (the base model, and the tiny base's
+pretraining), `models` (tiny models of the real architectures), `metrics`, `report`
+(plots), `study` (runs the notebooks with papermill, resumably), `kernels` (warm Jupyter
+kernels), `io` (atomic writes and the settings guard), `vocab` (the tiny text encoders'
+tokenizers), `dinov2` (the offline CPU backbone), `cli`.
 """
 
 from synthaug import quiet

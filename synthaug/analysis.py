@@ -18,12 +18,15 @@ import pandas as pd
 import torch
 import yaml
 
+from synthaug import provenance
 from synthaug.classify import CellRunner
 from synthaug.config import StudyConfig, project_root
 from synthaug.data import ImageRecord
-from synthaug.design import study_cells
+from synthaug.design import by_pair, cell_arm, design_cells, study_cells
 from synthaug.io import read_json
-from synthaug.metrics import frechet_distance, mean_ci
+from synthaug.metrics import frechet_distance, interval_columns, prdc
+
+PRDC_K = 5  # neighbours of precision/recall/density/coverage (Naeem et al.'s default)
 
 
 @dataclass
@@ -34,6 +37,10 @@ class Analysis:
     curves: pd.DataFrame
     per_class: pd.DataFrame
     quality: pd.DataFrame
+    arms: pd.DataFrame
+    distribution: pd.DataFrame
+    sample_efficiency: pd.DataFrame
+    sample_efficiency_text: list[str]
     ceilings: pd.DataFrame
     nearest: pd.DataFrame
     mse_readings: pd.DataFrame
@@ -45,7 +52,17 @@ class Analysis:
 
 def collect(runner: CellRunner) -> list[dict]:
     """The metrics of every study cell that is done with the current settings."""
-    return [runner.metrics(c) for c in study_cells(runner.cfg.study) if runner.is_done(c)]
+    cells = study_cells(runner.cfg, len(runner.classes))
+    return [runner.metrics(c) for c in cells if runner.is_done(c)]
+
+
+def paper_design(cfg: StudyConfig, cells: list[dict]) -> list[dict]:
+    """The finished cells of the paper's design: the LoRA arm's mixes and the baselines
+    (not the other arms, not the sample-efficiency sweep)."""
+    wanted = {(c.n_generated, c.n_real, c.arm) for c in design_cells(cfg)}
+    return [
+        m for m in cells if (m["cell"]["n_generated"], m["cell"]["n_real"], cell_arm(m)) in wanted
+    ]
 
 
 def table1(cfg: StudyConfig) -> pd.DataFrame:
@@ -111,7 +128,7 @@ def random_gap(n_classes: int) -> float:
 def mse_readings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     """Per mix of this study: accuracy and every reading of the paper's "mse" (mean over
     seeds), with the mean squared index gap per mistake beside a random mistake's."""
-    groups = _by_pair(cells)
+    groups = by_pair(cells)
     rows = []
     for mix in cfg.study.resolved_mixes():
         runs = [m for m in groups.get((mix.n_generated, mix.n_real), []) if "mse_readings" in m]
@@ -183,23 +200,10 @@ def paper_mse_fit() -> tuple[pd.DataFrame, str]:
     return table, text
 
 
-def _interval_columns(values: list[float], name: str) -> dict:
-    interval = mean_ci(values)
-    return {name: interval.mean, f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
-
-
-def _by_pair(cells: list[dict]) -> dict[tuple[int, int], list[dict]]:
-    groups: dict[tuple[int, int], list[dict]] = {}
-    for metrics in cells:
-        key = (metrics["cell"]["n_generated"], metrics["cell"]["n_real"])
-        groups.setdefault(key, []).append(metrics)
-    return groups
-
-
 def table2(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     """Per mix: counts, mse and accuracy (mean, 95% CI over seeds), the same-count
     real-only accuracy, and the paper's values for the same generated share."""
-    groups = _by_pair(cells)
+    groups = by_pair(cells)
     paper = paper_table().set_index("share")
     rows = []
     for mix in cfg.study.resolved_mixes():
@@ -212,12 +216,12 @@ def table2(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
             "n_generated": mix.n_generated,
             "share": share,
             "seeds": len(runs),
-            **_interval_columns([m["mse"] for m in runs], "mse"),
-            **_interval_columns([m["accuracy"] for m in runs], "accuracy"),
+            **interval_columns([m["mse"] for m in runs], "mse"),
+            **interval_columns([m["accuracy"] for m in runs], "accuracy"),
         }
         same = groups.get((0, mix.n_real), [])
         row.update(
-            _interval_columns([m["accuracy"] for m in same], "real_only_accuracy") if same else {}
+            interval_columns([m["accuracy"] for m in same], "real_only_accuracy") if same else {}
         )
         row["paper_accuracy"] = paper["accuracy"].get(share, np.nan)
         row["paper_mse"] = paper["mse"].get(share, np.nan)
@@ -228,7 +232,7 @@ def table2(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
 def baselines(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
     """Real-only at the full mix size, generated-only (CAS) and real-only with as many
     images as CAS: mean and CI over seeds."""
-    groups = _by_pair(cells)
+    groups = by_pair(cells)
     study = cfg.study
     rows = []
     for label, key in (
@@ -243,7 +247,7 @@ def baselines(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
                     "n_generated": key[0],
                     "n_real": key[1],
                     "seeds": len(groups[key]),
-                    **_interval_columns([m["accuracy"] for m in groups[key]], "accuracy"),
+                    **interval_columns([m["accuracy"] for m in groups[key]], "accuracy"),
                 }
             )
     return pd.DataFrame(rows)
@@ -268,99 +272,225 @@ def curves(cells: list[dict]) -> pd.DataFrame:
 def per_class(cells: list[dict]) -> pd.DataFrame:
     """Mean per-class test accuracy over seeds; a row per training set."""
     rows = {}
-    for (n_generated, n_real), runs in sorted(_by_pair(cells).items()):
+    for (n_generated, n_real), runs in sorted(by_pair(cells).items()):
         frame = pd.DataFrame([m["per_class_accuracy"] for m in runs])
         rows[f"gen {n_generated} : real {n_real}"] = frame.mean()
     return pd.DataFrame(rows).T
 
 
-def quality(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
-    """Per class: CAS (test accuracy of the generated-only classifier, mean over seeds) and
-    the Fréchet distance between real-pool and generated features of the classifier's
-    frozen pretrained backbone, on equal counts per class (a seeded sample of the pool the
-    size of the class's generated images). Features come from the shared feature cache;
-    those missing (every one, in `classifier.mode: full`) are computed first."""
+def quality(runner: CellRunner, cells: list[dict], arm: str = "lora") -> pd.DataFrame:
+    """Per class, and over all classes, one arm's synthetic set against the real pool in
+    the classifier's frozen-backbone features: CAS (test accuracy of the generated-only
+    classifier, mean over seeds), the Fréchet distance, and precision, recall, density and
+    coverage (`metrics.prdc`, k=5), on equal counts per class (a seeded sample of the pool
+    the size of the class's generated images). Features come from the shared feature
+    cache; those missing (every one, in `classifier.mode: full`) are computed first."""
 
     cfg = runner.cfg
-    generated_only = _by_pair(cells).get((cfg.study.generated_only_count, 0), [])
-    table = pd.DataFrame(index=runner.classes)
+    generated_only = by_pair(cells, arm).get((cfg.study.generated_only_count, 0), [])
+    table = pd.DataFrame(index=[*runner.classes, "all classes"])
     table.index.name = "class"
     if generated_only:
-        table["cas"] = pd.DataFrame([m["per_class_accuracy"] for m in generated_only]).mean()
-    if not cfg.paths.generated_manifest.exists():
+        per_class = pd.DataFrame([m["per_class_accuracy"] for m in generated_only]).mean()
+        table["cas"] = per_class
+        table.loc["all classes", "cas"] = np.mean([m["accuracy"] for m in generated_only])
+    if not cfg.paths.arm_manifest(arm).exists():
         return table
-    pairs = frechet_samples(runner.manifest.split("pool"), runner.generated())
+    pairs = frechet_samples(runner.manifest.split("pool"), runner.generated(arm))
     cache = runner.feature_cache
     cache.ensure([r for real, fake in pairs.values() for r in real + fake], runner.features)
+    pairs["all classes"] = tuple(
+        [r for side in sides for r in side] for sides in zip(*pairs.values(), strict=True)
+    )
     for label, (real, fake) in pairs.items():
+        real_x, fake_x = cache.matrix(real).numpy(), cache.matrix(fake).numpy()
+        table.loc[label, "n_per_side"] = len(real)
         if min(len(real), len(fake)) > 1:
-            table.loc[label, "frechet_distance"] = frechet_distance(
-                cache.matrix(real).numpy(), cache.matrix(fake).numpy()
-            )
-            table.loc[label, "n_per_side"] = len(real)
+            table.loc[label, "frechet_distance"] = frechet_distance(real_x, fake_x)
+        if min(len(real), len(fake)) > PRDC_K:
+            for name, value in prdc(real_x, fake_x, PRDC_K).items():
+                table.loc[label, name] = value
     return table
 
 
-def _resized_features(runner: CellRunner, cache, records: list[ImageRecord], size: int):
-    """Cache the backbone's features of `records` reduced to `size` px (what a generator of
-    that resolution could at best reproduce); return the records under their cache keys."""
+def arms(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
+    """Each arm's mixes and CAS (accuracy, mean and 95% CI over seeds), long format: the
+    control the paper lacks (`base`: the same prompts without the LoRA)."""
+    rows = []
+    for arm in cfg.generation.arms:
+        groups = by_pair(cells, arm)
+        for cell in design_cells(cfg, arm):
+            runs = groups.get((cell.n_generated, cell.n_real), [])
+            if cell.n_generated and runs:
+                rows.append(
+                    {
+                        "arm": arm,
+                        "n_generated": cell.n_generated,
+                        "n_real": cell.n_real,
+                        "share": round(cell.n_generated / (cell.n_generated + cell.n_real), 3),
+                        "seeds": len(runs),
+                        **interval_columns([m["accuracy"] for m in runs], "accuracy"),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def arms_report(table: pd.DataFrame) -> pd.DataFrame:
+    """The arms side by side: a row per training set, a column per arm, `mean [low, high]`."""
+    if table.empty:
+        return table
+    text = table.assign(
+        cell=[interval_text(*_interval(row, "accuracy")) for row in table.itertuples()],
+        mix=[
+            "generated only (CAS)" if not row.n_real else f"{row.n_generated} : {row.n_real}"
+            for row in table.itertuples()
+        ],
+    )
+    order = list(dict.fromkeys(text["mix"]))
+    wide = text.pivot(index="mix", columns="arm", values="cell").reindex(order)
+    wide.index.name = "generated : real"
+    return wide[list(dict.fromkeys(table["arm"]))]
+
+
+def arms_answer(table: pd.DataFrame) -> list[str]:
+    """What the LoRA adds: each other arm's CAS against the LoRA arm's, and in how many
+    mixes that arm's interval lies above, below or across the LoRA arm's."""
+    if table.empty:
+        return []
+    lines = []
+    by_arm = {arm: rows.set_index(["n_generated", "n_real"]) for arm, rows in table.groupby("arm")}
+    lora = by_arm.get("lora")
+    for arm, rows in by_arm.items():
+        if arm == "lora" or lora is None:
+            continue
+        shared = [key for key in rows.index if key in lora.index]
+        verdicts = [
+            VERDICT[
+                _compare(_interval(lora.loc[k], "accuracy"), _interval(rows.loc[k], "accuracy"))
+            ]
+            for k in shared
+        ]
+        cas = [k for k in shared if k[1] == 0]
+        line = f"the LoRA against the {arm} arm: "
+        if cas:
+            line += (
+                "CAS "
+                + interval_text(*_interval(lora.loc[cas[0]], "accuracy"))
+                + " against "
+                + interval_text(*_interval(rows.loc[cas[0]], "accuracy"))
+                + "; "
+            )
+        counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+        line += ", ".join(f"{v} in {n} of {len(verdicts)}" for v, n in counts.items())
+        lines.append(line + " training sets")
+    return lines
+
+
+def _transformed_features(
+    runner: CellRunner, records: list[ImageRecord], tag: str, transform
+) -> list[ImageRecord]:
+    """Cache the backbone's features of `records` after `transform` (a list of images to a
+    list of images), keyed `<sha256>@<tag>`; return the records under those keys."""
     from dataclasses import replace
 
-    from PIL import Image
-
-    keyed = [replace(r, sha256=f"{r.sha256}@{size}px") for r in records]
+    keyed = [replace(r, sha256=f"{r.sha256}@{tag}") for r in records]
     original = {k.sha256: r for k, r in zip(keyed, records, strict=True)}
 
     def compute(batch: list[ImageRecord]):
-        images = [
-            runner.load(original[r.sha256]).resize((size, size), Image.Resampling.BICUBIC)
-            for r in batch
-        ]
+        images = transform([runner.load(original[r.sha256]) for r in batch])
         return runner.backbone.features(images, runner.cfg.classifier.batch_size)
 
-    cache.ensure(keyed, compute)
+    runner.feature_cache.ensure(keyed, compute)
     return keyed
 
 
-def ceilings(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
-    """Per class, what CAS is measured against (all test accuracies, linear probe on the
-    backbone's features): CAS itself; a generator that reproduced its LoRA-training images
-    exactly, at its own resolution (a probe trained on those images reduced to
-    `generator.resolution`, one seed); and real images of the same count as CAS."""
+def _resize(size: int):
+    from PIL import Image
+
+    return lambda images: [i.resize((size, size), Image.Resampling.BICUBIC) for i in images]
+
+
+def vae_roundtrip(cfg: StudyConfig):
+    """Images to images through the base's own VAE at the generator's resolution (encode,
+    take the posterior's mode, decode): the most any generator on that VAE can keep. The
+    VAE is loaded on the first call only (not at all when the features are cached)."""
+    import functools
+
+    from diffusers import AutoencoderKL
+    from PIL import Image
+
+    from synthaug.models import default_device
+    from synthaug.pretrain import base_model_source
+
+    @functools.cache
+    def vae():
+        model = AutoencoderKL.from_pretrained(base_model_source(cfg), subfolder="vae")
+        return model.to(default_device()).eval()
+
+    resize = _resize(cfg.generator.resolution)
+
+    @torch.no_grad()
+    def transform(images):
+        arrays = np.stack([np.asarray(i.convert("RGB")) for i in resize(images)])
+        x = torch.from_numpy(arrays).permute(0, 3, 1, 2).to(vae().device, vae().dtype)
+        x = x / 127.5 - 1
+        out = vae().decode(vae().encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
+        pixels = ((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in pixels]
+
+    return transform
+
+
+def _probe_per_class(runner: CellRunner, train: list[ImageRecord]) -> list[float]:
+    """Per-class test accuracy of a linear probe (seed 0) trained on `train`'s features."""
     from synthaug.classify import train_linear_head
 
-    cfg = runner.cfg
-    classes = runner.classes
-    table = pd.DataFrame(index=classes)
-    table.index.name = "class"
-    groups = _by_pair(cells)
-    for column, key in (
-        ("cas", (cfg.study.generated_only_count, 0)),
-        ("real_same_count", (0, cfg.study.generated_only_count)),
-    ):
-        if groups.get(key):
-            table[column] = pd.DataFrame([m["per_class_accuracy"] for m in groups[key]]).mean()
-    cache = runner.feature_cache
-    size = cfg.generator.resolution
-    lora = _resized_features(runner, cache, runner.manifest.split("lora"), size)
-    test = runner.manifest.split("test")
+    cache, test = runner.feature_cache, runner.manifest.split("test")
     cache.ensure(test, runner.features)
-    label = {name: i for i, name in enumerate(classes)}
+    label = {name: i for i, name in enumerate(runner.classes)}
     head, _ = train_linear_head(
-        cache.matrix(lora),
-        torch.tensor([label[r.label] for r in lora]),
+        cache.matrix(train),
+        torch.tensor([label[r.label] for r in train]),
         cache.matrix(test),
         torch.tensor([label[r.label] for r in test]),
-        len(classes),
-        cfg,
+        len(runner.classes),
+        runner.cfg,
         seed=0,
     )
     with torch.no_grad():
         predicted = head(cache.matrix(test)).argmax(1).numpy()
     truth = np.array([label[r.label] for r in test])
-    table[f"lora_images_at_{size}px"] = [
-        float((predicted[truth == i] == i).mean()) for i in range(len(classes))
-    ]
+    return [float((predicted[truth == i] == i).mean()) for i in range(len(runner.classes))]
+
+
+def ceilings(runner: CellRunner, cells: list[dict], through_vae: bool = True) -> pd.DataFrame:
+    """Per class, what CAS is measured against (all test accuracies, linear probe on the
+    backbone's features): CAS itself; a generator that reproduced its LoRA-training images
+    exactly, at its own resolution, and the same images through the base's VAE (a probe
+    trained on those images, one seed); and real images of the same count as CAS."""
+    cfg = runner.cfg
+    table = pd.DataFrame(index=runner.classes)
+    table.index.name = "class"
+    for arm in cfg.generation.arms:
+        groups = by_pair(cells, arm)
+        for column, key in (
+            ("cas" if arm == "lora" else f"cas_{arm}", (cfg.study.generated_only_count, 0)),
+            ("real_same_count", (0, cfg.study.generated_only_count)),
+        ):
+            if groups.get(key):
+                runs = groups[key]
+                table[column] = pd.DataFrame([m["per_class_accuracy"] for m in runs]).mean()
+    size = cfg.generator.resolution
+    lora = runner.manifest.split("lora")
+    resized = _transformed_features(runner, lora, f"{size}px", _resize(size))
+    table[f"lora_images_at_{size}px"] = _probe_per_class(runner, resized)
+    if through_vae:
+        from synthaug.models import base_name
+        from synthaug.pretrain import base_model_source
+
+        tag = f"{size}px-vae-{base_name(base_model_source(cfg))}"
+        decoded = _transformed_features(runner, lora, tag, vae_roundtrip(cfg))
+        table[f"lora_images_through_vae_at_{size}px"] = _probe_per_class(runner, decoded)
     table.loc["all classes"] = table.mean()
     return table
 
@@ -581,26 +711,38 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
 
 def analyze(cfg: StudyConfig) -> Analysis:
     """Notebook 04's one call."""
+    from synthaug.efficiency import efficiency_text, sample_efficiency
 
+    provenance.record(cfg, "04_analysis")
     runner = CellRunner(cfg)  # one backbone and one feature cache for every table below
     cells = collect(runner)
+    paper = paper_design(cfg, cells)
     t2 = table2(cfg, cells)
     base = baselines(cfg, cells)
     fit, fit_text = paper_mse_fit()
+    distribution = pd.concat(
+        {arm: quality(runner, cells, arm) for arm in cfg.generation.arms}, names=["arm"]
+    )
+    efficiency = sample_efficiency(cfg, cells, len(runner.classes))
+    arm_table = arms(cfg, cells)
     return Analysis(
         table1=table1(cfg),
         table2=t2,
         baselines=base,
-        curves=curves(cells),
-        per_class=per_class(cells),
-        quality=quality(runner, cells),
+        curves=curves(paper),
+        per_class=per_class(paper),
+        quality=distribution.loc["lora"],
+        arms=arm_table,
+        distribution=distribution,
+        sample_efficiency=efficiency,
+        sample_efficiency_text=efficiency_text(efficiency),
         ceilings=ceilings(runner, cells),
         nearest=nearest_lora_images(runner)
         if cfg.paths.generated_manifest.exists()
         else pd.DataFrame(),
-        mse_readings=mse_readings(cfg, cells),
+        mse_readings=mse_readings(cfg, paper),
         paper_mse_fit=fit,
         paper_mse_text=fit_text,
         conclusion=conclusion(t2, base),
-        answer=answer(t2, base, len(runner.classes)),
+        answer=answer(t2, base, len(runner.classes)) + arms_answer(arm_table),
     )

@@ -9,12 +9,26 @@ from pathlib import Path
 
 import yaml
 
+from synthaug import provenance
 from synthaug.config import StudyConfig, project_root
 from synthaug.progress import MARK
 
 
 def _executed(cfg: StudyConfig) -> list[Path]:
-    return sorted(cfg.paths.notebooks.glob("[0-9]*.ipynb"))
+    """The executed notebooks in reading order: by stage, the LoRA arm's before the others'."""
+    return sorted(cfg.paths.notebooks.glob("[0-9]*.ipynb"), key=lambda p: _order(p.stem))
+
+
+def _arm(stem: str) -> str:
+    """The generation arm of an executed notebook (`02_generate-base`, `03_train_ratio-
+    base-gen...`): `lora` when it names none."""
+    rest = stem.split("-", 1)[1] if "-" in stem else ""
+    first = rest.split("-", 1)[0]
+    return "lora" if not first or first.startswith(("gen", "shard")) else first
+
+
+def _order(stem: str) -> tuple:
+    return stem[:2], _arm(stem) != "lora", stem
 
 
 def book_is_current(cfg: StudyConfig) -> bool:
@@ -29,18 +43,94 @@ def book_is_current(cfg: StudyConfig) -> bool:
 
 
 CELLS_PAGE = "classifier_cells"
+REPRODUCE_PAGE = "reproduce"
+STAGE_OF = {"01_lora": "lora", "02_generate": "generate", "04_analysis": "analysis"}
 
 
 def table_of_contents(names: list[str]) -> dict:
     """04_analysis is the front page (the question, the answer, the tables and figures);
     then the LoRA and generation pages; then one page listing every classifier cell, whose
-    pages sit under it (collapsed in the sidebar)."""
+    pages sit under it (collapsed in the sidebar); last, how to reproduce each page."""
     chapters = [{"file": n} for n in names if n == "01_lora" or n.startswith("02_generate")]
     cells = [{"file": n} for n in names if n.startswith("03_train_ratio")]
     if cells:
         chapters.append({"file": CELLS_PAGE, "sections": cells})
     parts = [{"caption": "How the study ran", "chapters": chapters}] if chapters else []
+    parts.append({"caption": "Reproduce", "chapters": [{"file": REPRODUCE_PAGE}]})
     return {"format": "jb-book", "root": "04_analysis", "parts": parts}
+
+
+def _headings(path: Path) -> list[str]:
+    """The `## ` headings of a notebook's markdown: the tables and figures it shows."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        line[3:].strip()
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("## ")
+    ]
+
+
+def _shown(path: Path) -> str:
+    """A path as a command in the project folder takes it: relative when inside it."""
+    return str(path.relative_to(project_root()) if path.is_relative_to(project_root()) else path)
+
+
+def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
+    """The book's last page: per table and figure, the notebook that makes it and the
+    command that redraws it from this run; then the package versions it ran with."""
+    from synthaug.io import read_json
+
+    config = _shown(cfg.paths.config)
+    run = f"synthaug run -f {config}"
+    rows = []
+    for path in notebooks:
+        stage = STAGE_OF.get(path.stem.split("-")[0])
+        if stage is None:
+            continue
+        command = f"`{run} --stage {stage} --rebuild`"
+        arm = _arm(path.stem)
+        tag = "" if arm == "lora" else f" ({arm} arm)"
+        rows += [f"| {item}{tag} | {path.stem} | {command} |" for item in _headings(path)]
+    cell = (
+        f"`papermill notebooks/03_train_ratio.ipynb out.ipynb -f {config} "
+        "-p n_generated G -p n_real R -p seed S -p arm A`"
+    )
+    rows.append(f"| one classifier cell's curves and confusion | 03_train_ratio-... | {cell} |")
+    rows.append(f"| this book, from the executed notebooks | | `{run} --stage book` |")
+    lines = [
+        "# Reproduce this report",
+        "",
+        f"`{config}` is this run's config with every default filled in: a profile of its "
+        f"own. `{run}` finds every finished task done and runs only what is missing; with "
+        "`--stage S --rebuild` it runs stage S's notebooks again, which find their work done "
+        "and redraw their tables and figures from the run folder (then rebuild the book "
+        f"with `{run}`). To run the whole study anew, give it another `name`.",
+        "",
+        "| table or figure | notebook | command |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    record = cfg.paths.provenance("04_analysis")
+    if record.exists():
+        env = read_json(record)
+        lines += [
+            "## Versions",
+            "",
+            f"The analysis ran with Python {env['python']} on {env['platform']}, code "
+            f"revision `{env['code_revision']}`, GPU: {env['gpu'] or 'none'}. Every task's "
+            f"own record is in `{_shown(record.parent)}/`.",
+            "",
+            "| package | version |",
+            "|---|---|",
+            *(f"| {name} | {version} |" for name, version in env["packages"].items()),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def cells_page(cfg: StudyConfig, names: list[str]) -> str:
@@ -70,25 +160,37 @@ def cells_page(cfg: StudyConfig, names: list[str]) -> str:
     )
 
 
+def page_title(stem: str) -> str | None:
+    """A page's own title where the notebook's would repeat: each classifier cell
+    (`03 · generated 210 : real 840, seed 0`), another arm's synthetic set (`02 · The
+    synthetic set: base arm`); None keeps the notebook's."""
+    if stem.startswith("03_train_ratio-"):
+        return f"03 · {_title(stem.removeprefix('03_train_ratio-'))}"
+    if stem.startswith("02_generate") and _arm(stem) != "lora":
+        return f"02 · The synthetic set: {_arm(stem)} arm"
+    return None
+
+
 def _title(cell: str) -> str:
-    """`gen210-real840-seed0` -> `generated 210 : real 840, seed 0`."""
-    return (
-        cell.replace("gen", "generated ").replace("-real", " : real ").replace("-seed", ", seed ")
-    )
+    """`gen210-real840-seed0` -> `generated 210 : real 840, seed 0`; another arm's cell
+    `base-gen210-...` -> `base: generated 210 : ...`."""
+    arm, _, rest = cell.rpartition("gen")
+    title = f"generated {rest}".replace("-real", " : real ").replace("-seed", ", seed ")
+    return f"{arm.removesuffix('-')}: {title}" if arm else title
 
 
-def tag_for_report(path: Path, cell_name: str | None = None) -> None:
+def tag_for_report(path: Path, title: str | None = None) -> None:
     """Hide the code in the report: every code cell's input is removed, except the
     parameters (the profile's and papermill's injected ones), which stay behind a toggle;
-    progress lines are left out (the executed notebooks keep them). A classifier cell's
-    page gets its own title (gen210-real840-seed0 -> generated 210 : real 840, seed 0)."""
+    progress lines are left out (the executed notebooks keep them). `title` replaces the
+    page's own (a classifier cell's, another arm's synthetic set)."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
-    if cell_name is not None:
+    if title is not None:
         first = notebook.cells[0]
         body = first.source.split("\n", 1)[1] if "\n" in first.source else ""
-        first.source = f"# 03 · {_title(cell_name)}\n{body}"
+        first.source = f"# {title}\n{body}"
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -107,6 +209,7 @@ def build_book(cfg: StudyConfig) -> Path:
         raise FileNotFoundError(
             "the book needs the executed 04_analysis notebook; run the analysis stage first"
         )
+    provenance.record(cfg, "book")
     folder = cfg.paths.book
     if folder.exists():
         shutil.rmtree(folder)
@@ -114,11 +217,11 @@ def build_book(cfg: StudyConfig) -> Path:
     shutil.copy(project_root() / "book" / "_config.yml", folder / "_config.yml")
     for path in notebooks:
         shutil.copy(path, folder / path.name)
-        cell = path.stem.removeprefix("03_train_ratio-")
-        tag_for_report(folder / path.name, cell if cell != path.stem else None)
+        tag_for_report(folder / path.name, page_title(path.stem))
     cells = [n for n in names if n.startswith("03_train_ratio-")]
     if cells:
         (folder / f"{CELLS_PAGE}.md").write_text(cells_page(cfg, cells))
+    (folder / f"{REPRODUCE_PAGE}.md").write_text(reproduce_page(cfg, notebooks))
     (folder / "_toc.yml").write_text(yaml.safe_dump(table_of_contents(names), sort_keys=False))
     result = subprocess.run(
         [

@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from synthaug import quiet
+from synthaug import provenance, quiet
 from synthaug.config import StudyConfig, config_hash
 from synthaug.data import (
     DataError,
@@ -330,8 +330,8 @@ class CellRunner:
         self.manifest = prepare_data(cfg)
         self.classes = self.manifest.classes
         self._backbone: Backbone | None = None
-        self._generated: list[ImageRecord] | None = None
-        self.load = ImageLoader(cfg.dataset, cfg.paths.generated)
+        self._generated: dict[str, list[ImageRecord]] = {}
+        self.load = ImageLoader(cfg.dataset, cfg.paths.root)
 
     @functools.cached_property
     def feature_cache(self) -> FeatureCache:
@@ -344,24 +344,25 @@ class CellRunner:
             self._backbone = Backbone(self.cfg, self.classes)
         return self._backbone
 
-    def generated(self) -> list[ImageRecord]:
-        if self._generated is None:
-            self._generated = read_generated_manifest(self.cfg.paths.generated_manifest)
-        return self._generated
+    def generated(self, arm: str = "lora") -> list[ImageRecord]:
+        """One arm's synthetic set (its manifest read once)."""
+        if arm not in self._generated:
+            self._generated[arm] = read_generated_manifest(self.cfg.paths.arm_manifest(arm))
+        return self._generated[arm]
 
     def cell_hash(self, cell: Cell) -> str:
         inputs = [asdict(cell), sha256_file(self.cfg.paths.manifest)]
         if cell.n_generated:
-            self.generated()  # a clear error if the generate stage has not run
-            inputs.append(sha256_file(self.cfg.paths.generated_manifest))
+            self.generated(cell.arm)  # a clear error if the generate stage has not run
+            inputs.append(sha256_file(self.cfg.paths.arm_manifest(cell.arm)))
         return config_hash(self.cfg.classifier, *inputs)
 
     def warm_features(self, with_generated: bool) -> float:
-        """Cache the frozen-backbone features of every pool, test (and generated) image
-        once, so that cells run in parallel only read the cache."""
+        """Cache the frozen-backbone features of every pool, test (and every arm's
+        generated) image once, so that cells run in parallel only read the cache."""
         records = self.manifest.split("pool") + self.manifest.split("test")
         if with_generated:
-            records += self.generated()
+            records += [r for arm in self.cfg.generation.arms for r in self.generated(arm)]
         return FeatureCache(feature_cache_path(self.cfg)).ensure(records, self.features)
 
     def features(self, records: list[ImageRecord]) -> torch.Tensor:
@@ -388,12 +389,13 @@ class CellRunner:
         if same_settings(out, {"config_hash": key}, str(out.parent)):
             log.info("%s: done already, skipped", cell.name)
             return read_json(out)
+        provenance.record(self.cfg, f"03_train_ratio-{cell.name}")
         start = time.perf_counter()
         train = sample_balanced(
             self.manifest.split("pool"), cell.n_real, self.classes, cell.seed, "real"
         ) + (
             sample_balanced(
-                self.generated(), cell.n_generated, self.classes, cell.seed, "generated"
+                self.generated(cell.arm), cell.n_generated, self.classes, cell.seed, "generated"
             )
             if cell.n_generated
             else []
@@ -447,8 +449,12 @@ class CellRunner:
         return metrics
 
 
-def run_cell(cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int) -> dict:
-    """Notebook 03's one call: train and test the classifier on one mix."""
+def run_cell(
+    cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int, arm: str = "lora"
+) -> dict:
+    """Notebook 03's one call: train and test the classifier on one mix of one arm."""
     if n_real is None:
         n_real = default_real_count(cfg.study, n_generated)
-    return CellRunner(cfg).run(Cell(n_generated, n_real, seed))
+    if arm not in cfg.generation.arms:
+        raise ValueError(f"arm {arm!r} is not in generation.arms {cfg.generation.arms}")
+    return CellRunner(cfg).run(Cell(n_generated, n_real, seed, arm))

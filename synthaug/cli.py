@@ -31,6 +31,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    if args.rebuild and args.stage is None:
+        raise ConfigError(
+            "--rebuild redraws one stage's notebooks: name it, e.g. --stage analysis --rebuild"
+        )
     if args.print_tasks:
         for line in task_commands(args.file, _overrides(args.parameters), stage=args.stage):
             print(line)
@@ -41,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         stage=args.stage,
         dry_run=args.dry_run,
         verbose=args.verbose,
+        rebuild=args.rebuild,
     )
 
 
@@ -98,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--dry-run", action="store_true", help="print the plan (done / to run) and stop"
+            )
+            sub.add_argument(
+                "--rebuild",
+                action="store_true",
+                help="run the --stage's notebooks again although done: their work is found "
+                "done, so their figures and tables are redrawn from the finished run",
             )
             sub.add_argument(
                 "--print-tasks",

@@ -138,6 +138,12 @@ class PretrainConfig(_Section):
     )
     vae_steps: int = Field(200, gt=0)
     vae_learning_rate: float = Field(1e-3, gt=0)
+    vae_crop: int | None = Field(
+        None,
+        gt=0,
+        description="train the VAE on random square crops of this many pixels (a convolutional "
+        "VAE then decodes any size): more steps for the same compute; None: whole images",
+    )
     kl_weight: float = Field(1e-6, ge=0)
     transformer_steps: int = Field(600, gt=0)
     transformer_learning_rate: float = Field(3e-4, gt=0)
@@ -196,6 +202,27 @@ class GenerationConfig(_Section):
     lora_scale: float = Field(1.0, ge=0)
     batch_size: int = Field(4, gt=0)
     seed: int = 0
+    arms: list[Literal["lora", "base", "img2img"]] = Field(
+        ["lora"],
+        min_length=1,
+        description="synthetic sets to make and study, each in its own folder: `lora` (the "
+        "paper's), `base` (same prompts and seeds, base model without the LoRA: what the "
+        "LoRA adds), `img2img` (with the LoRA, each image started from a LoRA-training "
+        "image of its class at `img2img_strength`)",
+    )
+    img2img_strength: float = Field(
+        0.6, gt=0, le=1, description="share of the schedule img2img denoises (1: from noise)"
+    )
+
+    @field_validator("arms")
+    @classmethod
+    def _lora_first(cls, arms: list[str]) -> list[str]:
+        if arms[0] != "lora" or len(set(arms)) != len(arms):
+            raise ValueError(
+                "generation.arms must start with `lora` (the paper's set, which the mixes "
+                f"use) and name each arm once, e.g. [lora, base]; got {arms}"
+            )
+        return arms
 
     @field_validator("prompt_template")
     @classmethod
@@ -242,6 +269,22 @@ class StudyMix(_Section):
         return self
 
 
+class SampleEfficiency(_Section):
+    """Real-only against real + a fixed synthetic set, over real images per class."""
+
+    real_per_class: list[int] = Field(min_length=2, description="e.g. [1, 2, 5, 10, 20, 50]")
+    generated_per_class: int = Field(gt=0, description="added to every point, per arm")
+
+    @field_validator("real_per_class")
+    @classmethod
+    def _increasing(cls, counts: list[int]) -> list[int]:
+        if counts != sorted(set(counts)) or counts[0] < 1:
+            raise ValueError(
+                f"study.sample_efficiency.real_per_class must increase from 1 or more: {counts}"
+            )
+        return counts
+
+
 class StudySection(_Section):
     """Which training sets the classifier is fitted on, and how many seeds each."""
 
@@ -252,6 +295,7 @@ class StudySection(_Section):
     baseline_real_same_count: bool = True
     baseline_real_full: bool = True
     baseline_generated_only: bool = True
+    sample_efficiency: SampleEfficiency | None = None
     workers: int = Field(1, ge=1, description="classifier notebooks run at once (CPU profiles)")
     devices: int | None = Field(
         None,

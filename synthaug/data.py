@@ -283,31 +283,35 @@ GENERATED = "generated"
 
 
 def read_generated_manifest(path: Path) -> list[ImageRecord]:
-    """Generated images as records (`file` relative to the generated folder, `label`,
-    `sha256`), split `generated`, so they flow through the same code as real ones."""
+    """Generated images as records (`file` relative to the arm's folder, `label`,
+    `sha256`), their split the folder's name (`generated`, `generated-base`, ...), so they
+    flow through the same code as real ones."""
     if not path.is_file():
         raise DataError(
             f"no generated images at {path.parent}: run the generate stage "
             "(notebooks/02_generate.ipynb or `synthaug run --stage generate`) first"
         )
-    return [ImageRecord(r["file"], r["label"], r["sha256"], GENERATED) for r in read_csv(path)]
+    split = path.parent.name
+    return [ImageRecord(r["file"], r["label"], r["sha256"], split) for r in read_csv(path)]
+
+
+def is_generated(record: ImageRecord) -> bool:
+    return record.split == GENERATED or record.split.startswith(f"{GENERATED}-")
 
 
 class ImageLoader:
-    """Loads manifest images (real, or generated from `generated_root`) as RGB images."""
+    """Loads manifest images (real, or generated: from `<run_dir>/<split>/`) as RGB images."""
 
-    def __init__(self, cfg: DatasetConfig, generated_root: Path | None = None) -> None:
+    def __init__(self, cfg: DatasetConfig, run_dir: Path | None = None) -> None:
         self.source = open_source(cfg)
-        self.generated_root = generated_root
+        self.run_dir = run_dir
         self.size = cfg.image_size
 
     def __call__(self, record: ImageRecord) -> Image.Image:
-        if record.split == GENERATED:
-            if self.generated_root is None:
-                raise DataError(
-                    f"{record.ref} is a generated image but no generated folder was given"
-                )
-            data = (self.generated_root / record.ref).read_bytes()
+        if is_generated(record):
+            if self.run_dir is None:
+                raise DataError(f"{record.ref} is a generated image but no run folder was given")
+            data = (self.run_dir / record.split / record.ref).read_bytes()
         else:
             data = self.source.read_bytes(record.ref)
         if record.sha256 and sha256_bytes(data) != record.sha256:

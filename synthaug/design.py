@@ -1,9 +1,12 @@
 """The study's design: which classifier training sets (cells) it fits, and whether the
 data can supply them.
 
-A cell is (n_generated, n_real, seed): a mix of the paper's Table 2, or a baseline (real
-only at the mix's real count or at the full mix size; generated only, the CAS). Listing
-cells needs no model, so the study's planner and the analysis read them from here.
+A cell is (n_generated, n_real, seed, arm): a mix of the paper's Table 2, or a baseline
+(real only at the mix's real count or at the full mix size; generated only, the CAS), for
+each generation arm; and the points of the sample-efficiency sweep (real only, and real
+plus a fixed synthetic set per arm, over real images per class). Real-only cells belong
+to no arm (they are listed under `lora`, once). Listing cells needs no model, so the
+study's planner and the analysis read them from here.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ class Cell:
     n_generated: int
     n_real: int
     seed: int
+    arm: str = "lora"
+
+    def __post_init__(self) -> None:
+        if not self.n_generated and self.arm != "lora":  # real only: the same for every arm
+            object.__setattr__(self, "arm", "lora")
 
     @property
     def name(self) -> str:
-        return f"gen{self.n_generated}-real{self.n_real}-seed{self.seed}"
+        prefix = "" if self.arm == "lora" else f"{self.arm}-"
+        return f"{prefix}gen{self.n_generated}-real{self.n_real}-seed{self.seed}"
 
     @property
     def kind(self) -> str:
@@ -32,19 +41,44 @@ class Cell:
         return "real_only" if self.n_generated == 0 else "mix"
 
 
-def study_cells(study: StudySection) -> list[Cell]:
-    """Every mix and baseline of the study, once per seed (a baseline equal to a mix runs once)."""
-    pairs: list[tuple[int, int]] = []
+def study_cells(cfg: StudyConfig, n_classes: int) -> list[Cell]:
+    """Every mix and baseline of the study for each arm, then the sample-efficiency sweep,
+    once per seed (a cell listed twice, e.g. a baseline equal to a mix, runs once)."""
+    cells = [c for arm in cfg.generation.arms for c in design_cells(cfg, arm)]
+    unique = list(dict.fromkeys(cells + sweep_cells(cfg, n_classes)))
+    return [Cell(c.n_generated, c.n_real, seed, c.arm) for c in unique for seed in cfg.study.seeds]
+
+
+def design_cells(cfg: StudyConfig, arm: str = "lora") -> list[Cell]:
+    """The paper's design for one arm (seed 0): its mixes, and the baselines."""
+    study = cfg.study
+    cells: list[Cell] = []
     for mix in study.resolved_mixes():
-        pairs.append((mix.n_generated, mix.n_real))
+        cells.append(Cell(mix.n_generated, mix.n_real, 0, arm))
         if study.baseline_real_same_count:
-            pairs.append((0, mix.n_real))
+            cells.append(Cell(0, mix.n_real, 0))
     if study.baseline_real_full:
-        pairs.append((0, study.mix_size))
+        cells.append(Cell(0, study.mix_size, 0))
     if study.baseline_generated_only and study.generated_only_count:
-        pairs.append((study.generated_only_count, 0))
-    unique = list(dict.fromkeys(pairs))
-    return [Cell(g, r, seed) for g, r in unique for seed in study.seeds]
+        cells.append(Cell(study.generated_only_count, 0, 0, arm))
+    return list(dict.fromkeys(cells))
+
+
+def sweep_cells(cfg: StudyConfig, n_classes: int) -> list[Cell]:
+    """The sample-efficiency sweep (seed 0): per count of real images per class, real only
+    and, for each arm, the same real images plus `generated_per_class` synthetic ones."""
+    sweep = cfg.study.sample_efficiency
+    if sweep is None:
+        return []
+    added = sweep.generated_per_class * n_classes
+    return [
+        cell
+        for per_class in sweep.real_per_class
+        for cell in (
+            Cell(0, per_class * n_classes, 0),
+            *(Cell(added, per_class * n_classes, 0, arm) for arm in cfg.generation.arms),
+        )
+    ]
 
 
 def default_real_count(study: StudySection, n_generated: int) -> int:
@@ -61,7 +95,7 @@ def shortfalls(cfg: StudyConfig, cells: list[Cell], manifest: Manifest) -> list[
     pool = Counter(r.label for r in manifest.split("pool"))
     made = spread(cfg.generation.count, manifest.classes)
     problems = []
-    for cell in dict.fromkeys(Cell(c.n_generated, c.n_real, 0) for c in cells):
+    for cell in dict.fromkeys(Cell(c.n_generated, c.n_real, 0, c.arm) for c in cells):
         name = cell.name.removesuffix("-seed0")
         for kind, n, available, fix in (
             ("real", cell.n_real, pool, "splits.pool or the mix sizes"),
@@ -79,3 +113,20 @@ def shortfalls(cfg: StudyConfig, cells: list[Cell], manifest: Manifest) -> list[
                     + f"; raise {fix}"
                 )
     return problems
+
+
+def cell_arm(metrics: dict) -> str:
+    """The arm of a finished cell (cells from before arms existed are the LoRA's)."""
+    return metrics["cell"].get("arm", "lora")
+
+
+def by_pair(cells: list[dict], arm: str = "lora") -> dict[tuple[int, int], list[dict]]:
+    """Finished cells (their metrics) of one arm, and every real-only cell, grouped by
+    (n_generated, n_real): one list of seeds per training set."""
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for metrics in cells:
+        cell = metrics["cell"]
+        if cell["n_generated"] and cell_arm(metrics) != arm:
+            continue
+        groups.setdefault((cell["n_generated"], cell["n_real"]), []).append(metrics)
+    return groups

@@ -1,4 +1,8 @@
-"""Stage 2: the synthetic set: base pipeline + the study's LoRA, class-balanced and seeded.
+"""Stage 2: the synthetic sets: base pipeline + the study's LoRA, class-balanced and seeded.
+
+One set per arm of `generation.arms`, each in its own folder (`cfg.paths.arm`): `lora` (the
+paper's), `base` (the same prompts and seeds without the LoRA) and `img2img` (with the
+LoRA, each image started from a LoRA-training image of its class, `init_images`).
 
 Every image has its own seed derived from (global seed, class, index), so any image can be
 regenerated alone. Jobs are cut into fixed batches of `generation.batch_size` in a fixed
@@ -11,6 +15,7 @@ truncated file is generated again; a set made with other settings is never overw
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import logging
 import time
@@ -19,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from synthaug import provenance
 from synthaug.config import StudyConfig
-from synthaug.data import DataError, prepare_data, spread
+from synthaug.data import DataError, ImageLoader, ImageRecord, prepare_data, spread
 from synthaug.flux import prompt_for
 from synthaug.io import (
     atomic_write_bytes,
@@ -48,6 +54,8 @@ FIELDS = (
     "base_model",
     "sha256",
 )
+
+INIT_RULE = "LoRA-training image (index mod n) of the class, sorted by path"
 
 
 @dataclass(frozen=True)
@@ -98,9 +106,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
-def _settings(cfg: StudyConfig, source: str, lora_sha: str) -> dict:
+def _settings(cfg: StudyConfig, source: str, lora_sha: str, arm: str) -> dict:
     g = cfg.generation
+    arm_settings = {} if arm == "lora" else {"arm": arm}
+    if arm == "img2img":
+        arm_settings |= {"img2img_strength": g.img2img_strength, "init_images": INIT_RULE}
     return {
+        **arm_settings,
         "base_model": base_name(source),
         "lora_sha256": lora_sha,
         "count": g.count,
@@ -130,34 +142,64 @@ def _is_done(out: Path, row: dict | None) -> bool:
     return bool(row) and path.is_file() and sha256_file(path) == row["sha256"]
 
 
-def load_generator(cfg: StudyConfig, classes: list[str], device: str | torch.device | None = None):
-    """The base pipeline with the study's LoRA loaded by the stock diffusers loader, then
-    fused into the transformer's weights at `generation.lora_scale` and unloaded: the same
-    images (within one grey level) about 1.4x faster than with the adapter layers.
+def load_generator(
+    cfg: StudyConfig, device: str | torch.device | None = None, arm: str = "lora"
+) -> tuple:
+    """The arm's pipeline, its base and its LoRA's digest ("" for `base`): the base with
+    the study's LoRA loaded by the stock diffusers loader, then fused into the
+    transformer's weights at `generation.lora_scale` and unloaded (the same images within
+    one grey level, about 1.4x faster than with the adapter layers); for `img2img`, the
+    FLUX img2img pipeline on the same components.
 
     Weights are held in the dtype of `generator.mixed_precision` (bf16 for the paper
     profile), on `device` (default: the first GPU, else the CPU)."""
     source = base_model_source(cfg)
-    weights = cfg.paths.lora_weights
-    if not weights.is_file():
-        raise DataError(
-            f"no LoRA at {weights}: run the LoRA stage "
-            "(notebooks/01_lora.ipynb or `synthaug run --stage lora`) first"
-        )
     pipe = load_flux_pipeline(source, weight_dtype(cfg.generator.mixed_precision))
-    pipe.load_lora_weights(str(weights), adapter_name="study")
-    pipe.fuse_lora(
-        components=["transformer"], lora_scale=cfg.generation.lora_scale, adapter_names=["study"]
-    )
-    pipe.unload_lora_weights()
+    digest = ""
+    if arm != "base":
+        weights = cfg.paths.lora_weights
+        if not weights.is_file():
+            raise DataError(
+                f"no LoRA at {weights}: run the LoRA stage "
+                "(notebooks/01_lora.ipynb or `synthaug run --stage lora`) first"
+            )
+        pipe.load_lora_weights(str(weights), adapter_name="study")
+        pipe.fuse_lora(
+            components=["transformer"],
+            lora_scale=cfg.generation.lora_scale,
+            adapter_names=["study"],
+        )
+        pipe.unload_lora_weights()
+        digest = safetensors_digest(weights)
+    if arm == "img2img":
+        from diffusers import FluxImg2ImgPipeline
+
+        pipe = FluxImg2ImgPipeline.from_pipe(pipe)
     pipe.to(device or default_device())
-    return pipe, source, safetensors_digest(weights)
+    return pipe, source, digest
+
+
+def init_images(cfg: StudyConfig, jobs: list[Job]) -> list[ImageRecord]:
+    """Each img2img job's starting image: LoRA-training image `index mod n` of its class
+    (the class's n LoRA images sorted by path), so every training image seeds as many."""
+    lora = sorted(prepare_data(cfg).split("lora"), key=lambda r: r.ref)
+    by_class: dict[str, list[ImageRecord]] = {}
+    for record in lora:
+        by_class.setdefault(record.label, []).append(record)
+    return [by_class[job.label][job.index % len(by_class[job.label])] for job in jobs]
 
 
 def denoise(pipe, cfg: StudyConfig, jobs: list[Job], output_type: str = "pil") -> list:
     """The pipeline's output for `jobs`, each from its own seeded CPU generator (the same
-    starting noise on any device)."""
+    starting noise on any device); an img2img pipeline starts from `init_images`."""
     size = cfg.generator.resolution
+    start = {}
+    if "image" in inspect.signature(pipe.__call__).parameters:
+        load = ImageLoader(cfg.dataset)
+        start = {
+            "image": [load(record) for record in init_images(cfg, jobs)],
+            "strength": cfg.generation.img2img_strength,
+        }
     return pipe(
         [job.prompt for job in jobs],
         height=size,
@@ -169,6 +211,7 @@ def denoise(pipe, cfg: StudyConfig, jobs: list[Job], output_type: str = "pil") -
         max_sequence_length=cfg.generator.max_sequence_length,
         generator=[torch.Generator().manual_seed(job.seed) for job in jobs],
         output_type=output_type,
+        **start,
     ).images
 
 
@@ -182,25 +225,32 @@ def render(pipe, cfg: StudyConfig, jobs: list[Job]) -> list[bytes]:
     return encoded
 
 
-def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
-    """Notebook 02's one call: generate (or finish) this shard of the synthetic set."""
+def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora") -> dict:
+    """Notebook 02's one call: generate (or finish) this shard of one arm's synthetic set."""
+    if arm not in cfg.generation.arms:
+        raise ValueError(f"arm {arm!r} is not in generation.arms {cfg.generation.arms}")
     index, count = parse_shard(shard)
     classes = prepare_data(cfg).classes
-    out = cfg.paths.generated
-    pipe, source, lora_sha = load_generator(cfg, classes)
-    settings = _settings(cfg, source, lora_sha)
+    out = cfg.paths.arm(arm)
+    pipe, source, lora_sha = load_generator(cfg, arm=arm)
+    settings = _settings(cfg, source, lora_sha, arm)
     record_settings(out / "settings.json", settings, str(out))
 
     jobs = list_jobs(cfg, classes)
-    shard_path = cfg.paths.generated_shard(index, count)
-    rows = _read_rows(shard_path) | _read_rows(cfg.paths.generated_manifest)
+    shard_path = cfg.paths.generated_shard(index, count, arm)
+    rows = _read_rows(shard_path) | _read_rows(cfg.paths.arm_manifest(arm))
     mine = batches_of(jobs, cfg.generation.batch_size, (index, count))
     todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
     done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}
+    if todo:
+        arm_part = "" if arm == "lora" else f"-{arm}"
+        shard_part = f"-shard{index}of{count}" if count > 1 else ""
+        provenance.record(cfg, f"02_generate{arm_part}{shard_part}")
     start = time.perf_counter()
     made = 0
     shard_text = f" (shard {index}/{count})" if count > 1 else ""
-    progress = Progress(sum(len(b) for b in todo), f"generate{shard_text}", "images")
+    arm_text = f" {arm}" if arm != "lora" else ""
+    progress = Progress(sum(len(b) for b in todo), f"generate{arm_text}{shard_text}", "images")
     for batch in todo:
         for job, png in zip(batch, render(pipe, cfg, batch), strict=True):
             atomic_write_bytes(out / job.file, png)
@@ -223,6 +273,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None) -> dict:
     _write_rows(shard_path, done_rows)
     merged = merge_shards(out, jobs)
     return {
+        "arm": arm,
         "generated_now": made,
         "shard": f"{index}/{count}",
         "seconds": elapsed,
@@ -245,24 +296,27 @@ def merge_shards(out: Path, jobs: list[Job]) -> Path | None:
     return out / "manifest.csv"
 
 
-def regenerate_one(cfg: StudyConfig, label: str, index: int) -> bytes:
+def regenerate_one(cfg: StudyConfig, label: str, index: int, arm: str = "lora") -> bytes:
     """One image alone, from its own seed: equal to the one the batch run wrote."""
-    classes = prepare_data(cfg).classes
-    pipe, _, _ = load_generator(cfg, classes)
+    pipe, _, _ = load_generator(cfg, arm=arm)
     job = Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
     return render(pipe, cfg, [job])[0]
 
 
-def is_complete(cfg: StudyConfig) -> bool:
-    """The whole set exists, made with the current LoRA (cheap check; no image hashing)."""
-    out = cfg.paths.generated
+def is_complete(cfg: StudyConfig, arm: str = "lora") -> bool:
+    """The arm's whole set exists, made with the current settings and LoRA (none for
+    `base`); the base is not checked (finding it may pretrain it). Cheap: no image hashing."""
+    out = cfg.paths.arm(arm)
     settings_path = out / "settings.json"
     weights = cfg.paths.lora_weights
-    if not ((out / "manifest.csv").exists() and settings_path.exists() and weights.exists()):
+    if not ((out / "manifest.csv").exists() and settings_path.exists()):
         return False
+    if arm != "base" and not weights.exists():
+        return False
+    digest = "" if arm == "base" else safetensors_digest(weights)
+    expected = _settings(cfg, "", digest, arm)
     settings = read_json(settings_path)
     return (
-        settings.get("lora_sha256") == safetensors_digest(weights)
-        and settings.get("count") == cfg.generation.count
+        all(settings.get(k) == v for k, v in expected.items() if k != "base_model")
         and len(_read_rows(out / "manifest.csv")) == cfg.generation.count
     )

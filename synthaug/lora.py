@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save
 
+from synthaug import provenance
 from synthaug.config import StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
@@ -259,6 +260,8 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         return read_json(cfg.paths.lora_summary)
     settings = {"config_hash": key, "generator": g.model_dump(mode="json")}
     record_settings(out / "config.json", settings, str(out))
+    if "LOCAL_RANK" not in os.environ:  # the launching process records, not each worker
+        provenance.record(cfg, "01_lora")
 
     manifest = prepare_data(cfg)
     records = manifest.split("lora")

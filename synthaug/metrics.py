@@ -123,6 +123,12 @@ def mean_ci(values: list[float], level: float = 0.95) -> Interval:
     return Interval(mean, float(low), float(high), len(data))
 
 
+def interval_columns(values: list[float], name: str) -> dict[str, float]:
+    """`{name, name_ci_low, name_ci_high}`: the mean of `values` and its 95% CI."""
+    interval = mean_ci(values)
+    return {name: interval.mean, f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (rows = images):
     |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). With fewer images than feature
@@ -136,3 +142,38 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
     trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of `a` and of `b` (len(a) x len(b))."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.clip(squared, 0, None))
+
+
+def _kth_neighbour_radii(points: np.ndarray, k: int) -> np.ndarray:
+    """Each point's distance to its k-th nearest other point of the same set."""
+    distances = _distances(points, points)
+    np.fill_diagonal(distances, 0.0)
+    return np.sort(distances, axis=1)[:, k]  # column 0 is the point itself
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019) and density and coverage (Naeem et
+    al. 2020) of `fake` against `real` (rows = images, Euclidean feature distance, k-NN
+    balls). Precision: share of fakes inside some real image's ball; recall: share of
+    reals inside some fake's ball; density: real balls holding each fake, over k (about 1
+    for fakes drawn like the reals, unbounded above); coverage: share of real balls that
+    hold a fake."""
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"prdc needs more than k={k} images per side ({len(real)}, {len(fake)})")
+    real_radii = _kth_neighbour_radii(real, k)
+    fake_radii = _kth_neighbour_radii(fake, k)
+    between = _distances(real, fake)
+    inside_real = between <= real_radii[:, None]
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((between <= fake_radii[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum() / (k * len(fake))),
+        "coverage": float((between.min(axis=1) <= real_radii).mean()),
+    }

@@ -1,13 +1,16 @@
 """The layout of one run folder, `<output_dir>/<name>/`: every path a stage reads or writes.
 
+config.yaml                     the resolved config: a profile    (study)
 data/manifest.csv (+ .json)     the real images' splits           (data)
 lora/                           weights, checkpoint, curves       (lora)
 generated/                      the synthetic set, its manifest   (generate)
+generated-<arm>/                the same for another arm (base, img2img)
 features/<classifier>.safetensors  frozen-backbone features       (classify)
 cells/<cell>/metrics.json       one classifier per mix and seed   (classify)
 notebooks/<task>.ipynb          the executed notebooks            (study)
 logs/kernels.log, .status/      kernel output, live progress      (study)
 book/, book/_build/html/        the Jupyter Book                  (book)
+provenance/<task>.json          package versions and resolved config per task
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class RunPaths:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.config = root / "config.yaml"  # the resolved config (provenance.write_config)
         data, lora, generated = root / "data", root / "lora", root / "generated"
         self.manifest, self.manifest_settings = data / "manifest.csv", data / "manifest.json"
         self.lora, self.lora_weights = lora, lora / LORA_WEIGHTS
@@ -35,8 +39,18 @@ class RunPaths:
         self.book = root / "book"
         self.book_index = self.book / "_build" / "html" / "index.html"
 
-    def generated_shard(self, index: int, count: int) -> Path:
-        return self.generated / f"manifest.shard{index}of{count}.csv"
+    def arm(self, arm: str) -> Path:
+        """The folder of one generation arm: `generated/` for the LoRA's (the paper's)."""
+        return self.generated if arm == "lora" else self.root / f"generated-{arm}"
+
+    def arm_manifest(self, arm: str) -> Path:
+        return self.arm(arm) / "manifest.csv"
+
+    def generated_shard(self, index: int, count: int, arm: str = "lora") -> Path:
+        return self.arm(arm) / f"manifest.shard{index}of{count}.csv"
+
+    def provenance(self, task_name: str) -> Path:
+        return self.root / "provenance" / f"{task_name}.json"
 
     def features(self, classifier_key: str) -> Path:
         return self.root / "features" / f"{classifier_key}.safetensors"

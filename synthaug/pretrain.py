@@ -85,6 +85,22 @@ def _step(loss: torch.Tensor, optimizer, schedule, losses: list[float], progress
     progress.update(1, loss=f"{losses[-1]:.4f}")
 
 
+def random_crop(images: torch.Tensor, size: int | None, generator: torch.Generator):
+    """One random `size` x `size` window of a batch (N, C, H, W); the batch when None."""
+    if size is None:
+        return images
+    height, width = images.shape[-2:]
+    if size > min(height, width):
+        raise ValueError(
+            f"generator.pretrain.vae_crop {size} exceeds the {height}x{width} training images; "
+            "use at most generator.resolution"
+        )
+    top, left = (
+        int(torch.randint(n - size + 1, (1,), generator=generator)) for n in (height, width)
+    )
+    return images[..., top : top + size, left : left + size]
+
+
 def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
     pre = cfg.generator.pretrain
     generator = torch.Generator().manual_seed(pre.seed)
@@ -95,7 +111,7 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
     progress = Progress(pre.vae_steps, "pretraining the base: VAE", "steps")
     for _ in range(pre.vae_steps):
         rows = torch.randint(len(pixels), (pre.batch_size,), generator=generator)
-        x = _as_float(pixels[rows])
+        x = _as_float(random_crop(pixels[rows], pre.vae_crop, generator))
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
         loss = reconstruction_loss(recon, x) + pre.kl_weight * posterior.kl().mean()

@@ -19,6 +19,7 @@ def cell_summary(metrics: dict) -> pd.DataFrame:
         "n_generated": cell["n_generated"],
         "n_real": cell["n_real"],
         "seed": cell["seed"],
+        "arm": cell.get("arm", "lora") if cell["n_generated"] else "",
         **{key: metrics[key] for key in SUMMARY_KEYS},
         **{f"time_{k}": round(v, 2) for k, v in metrics["timings"].items()},
     }
@@ -84,22 +85,23 @@ def lora_sample_grids(lora_folder) -> list[tuple[str, object]]:
     return [(p.stem.replace("_", " "), Image.open(p)) for p in paths]
 
 
-def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure | None:
+def figure1(
+    cfg, n_classes: int | None = None, per_class: int = 4, arm: str = "lora"
+) -> Figure | None:
     """The paper's Figure 1, with enough images to judge: for each class (default: all), a
-    row of `per_class` generated images, then `per_class` real pool images. Saved as
-    `generated/figure1.png`. None, with a note, while other generation shards still run
-    (the set's manifest is written when the last one finishes)."""
+    row of `per_class` generated images of `arm`, then `per_class` real pool images. Saved
+    as `figure1.png` in the arm's folder. None, with a note, while other generation shards
+    still run (the set's manifest is written when the last one finishes)."""
     from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
 
-    if not cfg.paths.generated_manifest.exists() and any(
-        cfg.paths.generated.glob("manifest.shard*of*.csv")
-    ):
+    folder = cfg.paths.arm(arm)
+    if not (folder / "manifest.csv").exists() and any(folder.glob("manifest.shard*of*.csv")):
         print("Figure 1 follows once every generation shard has finished.")
         return None
 
     manifest = prepare_data(cfg)
-    generated = read_generated_manifest(cfg.paths.generated_manifest)
-    load = ImageLoader(cfg.dataset, cfg.paths.generated)
+    generated = read_generated_manifest(folder / "manifest.csv")
+    load = ImageLoader(cfg.dataset, cfg.paths.root)
     classes = manifest.classes[:n_classes]
     fig, axes = plt.subplots(
         len(classes),
@@ -114,14 +116,14 @@ def figure1(cfg, n_classes: int | None = None, per_class: int = 4) -> Figure | N
             for column, record in enumerate(records, start=first):
                 axes[row, column].imshow(load(record))
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
-    axes[0, 0].set_title("generated", loc="left", fontsize="small")
+    axes[0, 0].set_title(f"generated ({arm})", loc="left", fontsize="small")
     axes[0, per_class].set_title("real", loc="left", fontsize="small")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
     fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
-    fig.savefig(cfg.paths.generated / "figure1.png", dpi=100)
+    fig.savefig(folder / "figure1.png", dpi=100)
     return fig
 
 
@@ -129,10 +131,10 @@ def plot_nearest(cfg, nearest: pd.DataFrame, n_classes: int = 8) -> Figure:
     """Memorisation check: for the first classes, the two generated images nearest to a
     LoRA-training image, each beside that image, with their cosine distance in the
     classifier's features; and every generated vs real-test image's nearest distance."""
-    from synthaug.data import GENERATED, ImageLoader, ImageRecord, prepare_data
+    from synthaug.data import ImageLoader, ImageRecord, prepare_data
 
     lora = {r.ref: r for r in prepare_data(cfg).split("lora")}
-    load = ImageLoader(cfg.dataset, cfg.paths.generated)
+    load = ImageLoader(cfg.dataset, cfg.paths.root)
     generated = nearest[nearest["kind"] == "generated"]
     classes = list(dict.fromkeys(generated["label"]))[:n_classes]
     fig = plt.figure(figsize=(12, 1.3 * len(classes) + 3))
@@ -140,7 +142,7 @@ def plot_nearest(cfg, nearest: pd.DataFrame, n_classes: int = 8) -> Figure:
     for row, label in enumerate(classes):
         closest = generated[generated["label"] == label].nsmallest(2, "distance")
         for pair, item in enumerate(closest.itertuples()):
-            fake = ImageRecord(item.ref, item.label, item.sha256, GENERATED)
+            fake = ImageRecord(item.ref, item.label, item.sha256, item.split)
             for offset, record in enumerate((fake, lora[item.nearest_lora_ref])):
                 ax = fig.add_subplot(grid[row, 3 * pair + offset])
                 ax.imshow(load(record))
@@ -209,9 +211,7 @@ def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Fig
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
 
     def with_ci(x, frame: pd.DataFrame, column: str, label: str, **style) -> None:
-        low = (frame[column] - frame[f"{column}_ci_low"]).fillna(0)
-        high = (frame[f"{column}_ci_high"] - frame[column]).fillna(0)
-        ax.errorbar(x, frame[column], yerr=[low, high], capsize=3, label=label, **style)
+        _errorbars(ax, x, frame, column, label, **style)
 
     with_ci(table2["share"], table2, "accuracy", "mix (generated + real)", fmt="o-")
     if "real_only_accuracy" in table2:
@@ -272,6 +272,7 @@ def plot_per_class(per_class: pd.DataFrame) -> Figure:
 
 def plot_quality(quality: pd.DataFrame) -> Figure:
     """Synthetic-set quality per class: CAS and the real-vs-generated Fréchet distance."""
+    quality = quality.drop("all classes", errors="ignore")
     columns = [c for c in ("cas", "frechet_distance") if c in quality]
     fig, axes = plt.subplots(
         1, max(1, len(columns)), figsize=(6 * max(1, len(columns)), 4.5), squeeze=False
@@ -284,5 +285,58 @@ def plot_quality(quality: pd.DataFrame) -> Figure:
         quality[column].sort_values().plot.barh(ax=ax)
         ax.set(title=titles[column], xlabel=column, ylabel="")
         ax.title.set_fontsize("small")
+    fig.tight_layout()
+    return fig
+
+
+def _errorbars(ax, x, frame: pd.DataFrame, column: str, label: str, **style) -> None:
+    """`frame[column]` against `x` with its 95% CI (`<column>_ci_low/high`) as error bars."""
+    low = (frame[column] - frame[f"{column}_ci_low"]).fillna(0)
+    high = (frame[f"{column}_ci_high"] - frame[column]).fillna(0)
+    ax.errorbar(x, frame[column], yerr=[low, high], capsize=3, label=label, **style)
+
+
+def plot_arms(arms: pd.DataFrame, table2: pd.DataFrame) -> Figure | None:
+    """Accuracy against the generated share for each generation arm (CAS at share 1),
+    with the real-only model trained on each mix's real images alone (None: no cells)."""
+    if arms.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for arm, rows in arms.groupby("arm", sort=False):
+        _errorbars(ax, rows["share"], rows, "accuracy", arm, fmt="o-")
+    if "real_only_accuracy" in table2:
+        _errorbars(
+            ax,
+            table2["share"],
+            table2,
+            "real_only_accuracy",
+            "real only, same real images",
+            fmt="s--",
+            color="k",
+        )
+    ax.set(xlabel="share of generated images", ylabel="test accuracy", xlim=(-0.02, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_efficiency(table: pd.DataFrame) -> Figure | None:
+    """Accuracy against real images per class (log axis): real only, and real plus each
+    arm's fixed synthetic set, with 95% CIs over seeds (None, with a note: no sweep)."""
+    if table.empty:
+        print("No sample-efficiency sweep in this study (study.sample_efficiency).")
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for series, rows in table.groupby("series", sort=False):
+        added = int(rows["generated_per_class"].iloc[0])
+        label = series if not added else f"real + {added} {series} images per class"
+        _errorbars(ax, rows["real_per_class"], rows, "accuracy", label, fmt="o-", alpha=0.9)
+    ax.set_xscale("log")
+    ticks = sorted(table["real_per_class"].unique())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel="real training images per class", ylabel="test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -43,6 +43,7 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     """Every task of the study, up to and including stage `until`."""
     from synthaug.book import book_is_current
     from synthaug.classify import CellRunner
+    from synthaug.data import prepare_data
     from synthaug.design import study_cells
     from synthaug.generate import is_complete
     from synthaug.lora import is_trained
@@ -59,18 +60,22 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
         )
     if "generate" in stages:
         shards = len(stage_devices(cfg, "generate"))
-        for index in range(shards):
-            name = f"02_generate-shard{index}of{shards}" if shards > 1 else "02_generate"
-            parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
-            tasks.append(
-                Task(
-                    "generate",
-                    name,
-                    "02_generate",
-                    parameters,
-                    done(name, lambda: is_complete(cfg)),
+        for arm in cfg.generation.arms:
+            base = "02_generate" if arm == "lora" else f"02_generate-{arm}"
+            for index in range(shards):
+                name = f"{base}-shard{index}of{shards}" if shards > 1 else base
+                parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
+                if arm != "lora":
+                    parameters["arm"] = arm
+                tasks.append(
+                    Task(
+                        "generate",
+                        name,
+                        "02_generate",
+                        parameters,
+                        done(name, lambda a=arm: is_complete(cfg, a)),
+                    )
                 )
-            )
     if "classify" in stages:
         runner: list[CellRunner] = []
 
@@ -79,9 +84,11 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
                 runner.append(CellRunner(cfg))
             return runner[0].is_done(cell)
 
-        for cell in study_cells(cfg.study):
+        for cell in study_cells(cfg, len(prepare_data(cfg, write=False).classes)):
             name = f"03_train_ratio-{cell.name}"
             params = {"n_generated": cell.n_generated, "n_real": cell.n_real, "seed": cell.seed}
+            if cell.arm != "lora":
+                params["arm"] = cell.arm
             tasks.append(
                 Task(
                     "classify",
@@ -167,7 +174,8 @@ def check_design(cfg: StudyConfig, write: bool = True) -> None:
     from synthaug.data import DataError, prepare_data
     from synthaug.design import shortfalls, study_cells
 
-    problems = shortfalls(cfg, study_cells(cfg.study), prepare_data(cfg, write=write))
+    manifest = prepare_data(cfg, write=write)
+    problems = shortfalls(cfg, study_cells(cfg, len(manifest.classes)), manifest)
     if problems:
         raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
 
@@ -183,10 +191,12 @@ def task_commands(
     import shlex
 
     from synthaug.config import parse_value
+    from synthaug.provenance import write_config
 
     given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
     cfg = build_config(apply_overrides(read_yaml(profile), given))
     check_design(cfg)  # also writes the manifest once, before tasks run side by side
+    write_config(cfg)
     todo = [task for task in list_tasks(cfg, stage) if not task.is_done()]
     root = project_root()
     profile_arg = shlex.quote(str(Path(profile).resolve()))
@@ -225,15 +235,22 @@ def run_study(
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
+    rebuild: bool = False,
 ) -> list[Task]:
     """`synthaug run`: every task up to `stage` that is not done yet, in order, with the
     running stage's progress on one live line; at the end, the report and the answer.
+    `rebuild` runs the notebooks of `stage` again even when done: each stage skips the
+    work it finds done, so this redraws that stage's figures and tables from the run.
     The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
+    from synthaug.provenance import write_config
+
+    if rebuild and stage is None:
+        raise ValueError("rebuild needs a stage: e.g. --stage analysis --rebuild")
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
     check_design(cfg, write=not dry_run)
     tasks = list_tasks(cfg, stage)
-    todo = [task for task in tasks if not task.is_done()]
+    todo = [task for task in tasks if (rebuild and task.stage == stage) or not task.is_done()]
     echo(
         f"study {cfg.name}: {len(tasks)} tasks, {len(tasks) - len(todo)} done, "
         f"{len(todo)} to run -> {cfg.run_dir}"
@@ -243,6 +260,7 @@ def run_study(
             status = "todo" if task in todo else "done"
             echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
         return todo
+    write_config(cfg)
     kernel_log = None if verbose else cfg.paths.kernel_log
     os.environ[STATUS_ENV] = str(cfg.paths.status)  # the kernels report their progress there
     with LiveStatus(cfg.paths.status, echo) as live:

@@ -5,17 +5,26 @@ import math
 import pytest
 
 from synthaug.analysis import baselines, table2, table2_report
+from synthaug.config import load_config
 from synthaug.design import Cell
 
-from .conftest import smoke_config
+from .conftest import ROOT, smoke_config
 
 T_975_1 = 12.706205  # Student-t quantile, two seeds (1 degree of freedom)
 
 
-def _metrics(n_generated: int, n_real: int, seed: int, accuracy: float, mse: float) -> dict:
-    cell = Cell(n_generated, n_real, seed)
+def _metrics(
+    n_generated: int, n_real: int, seed: int, accuracy: float, mse: float, arm: str = "lora"
+) -> dict:
+    cell = Cell(n_generated, n_real, seed, arm)
     return {
-        "cell": {"n_generated": n_generated, "n_real": n_real, "seed": seed, "kind": cell.kind},
+        "cell": {
+            "n_generated": n_generated,
+            "n_real": n_real,
+            "seed": seed,
+            "arm": cell.arm,
+            "kind": cell.kind,
+        },
         "accuracy": accuracy,
         "mse": mse,
     }
@@ -76,3 +85,76 @@ def test_table2_report_reads_as_the_paper_compares(tmp_path) -> None:
     assert half["mix vs real only"] == "worse" and half["paper accuracy"] == "0.943"
     assert report.loc["5 : 15", "mix vs real only"] == "within the CI"
     assert report.loc["5 : 15", "paper accuracy"] == ""  # the paper has no 25% mix
+
+
+def test_arms_side_by_side_and_real_only_cells_shared() -> None:
+    from synthaug.analysis import arms, arms_answer, arms_report
+    from synthaug.design import by_pair
+
+    cfg = load_config(ROOT / "params/smoke.yaml", {"generation.arms": "[lora, base]"})
+    base = [_metrics(5, 15, s, a, 1.0, "base") for s, a in enumerate((0.2, 0.4))]
+    base += [_metrics(15, 0, s, 0.1, 1.0, "base") for s in (0, 1)]
+    cells = CELLS + base
+    # the base arm's groups hold its own mixes and every real-only cell, not the LoRA's mixes
+    groups = by_pair(cells, "base")
+    assert [m["accuracy"] for m in groups[(5, 15)]] == [0.2, 0.4]
+    assert (0, 15) in groups and (10, 10) not in groups
+    table = arms(cfg, cells)
+    assert list(zip(table["arm"], table["n_generated"], table["n_real"], strict=True)) == [
+        ("lora", 5, 15),
+        ("lora", 10, 10),
+        ("lora", 15, 0),
+        ("base", 5, 15),
+        ("base", 15, 0),
+    ]
+    report = arms_report(table)
+    assert list(report.columns) == ["lora", "base"]
+    assert report.loc["5 : 15", "base"] == "0.300 [-0.971, 1.571]"
+    assert report.loc["generated only (CAS)", "lora"] == "0.350 [-0.285, 0.985]"
+    assert report.loc["10 : 10", "base"] != report.loc["10 : 10", "base"]  # not run: NaN
+    assert arms_answer(table) == [
+        "the LoRA against the base arm: CAS 0.350 [-0.285, 0.985] against 0.100 [0.100, "
+        "0.100]; within the CI in 2 of 2 training sets"
+    ]
+
+
+def test_real_equivalent_reads_the_real_only_curve_in_log_count() -> None:
+    import numpy as np
+
+    from synthaug.efficiency import real_equivalent
+
+    counts, curve = np.array([1, 4, 16]), np.array([0.2, 0.4, 0.6])
+    assert real_equivalent(counts, curve, 0.4) == pytest.approx(4)
+    assert real_equivalent(counts, curve, 0.3) == pytest.approx(2)  # halfway in log count
+    assert real_equivalent(counts, curve, 0.5) == pytest.approx(8)
+    assert real_equivalent(counts, curve, 0.1) == -math.inf
+    assert real_equivalent(counts, curve, 0.7) == math.inf
+    # a dip is flattened: more real images never count as worse
+    dipped = np.array([0.2, 0.5, 0.4])
+    assert real_equivalent(counts, dipped, 0.45) == pytest.approx(4 ** (0.25 / 0.3))
+    assert math.isnan(real_equivalent(counts[:1], curve[:1], 0.2))
+
+
+def test_sample_efficiency_table_and_text() -> None:
+    from synthaug.efficiency import efficiency_text, sample_efficiency
+
+    cfg = load_config(
+        ROOT / "params/smoke.yaml",
+        {"generation.arms": "[lora, base]", "study.sample_efficiency.real_per_class": "[1, 4]"},
+    )
+    n = 5  # classes; the smoke sweep adds 2 generated images per class
+    cells = [_metrics(0, 1 * n, s, a, 1.0) for s, a in enumerate((0.2, 0.2))]
+    cells += [_metrics(0, 4 * n, s, a, 1.0) for s, a in enumerate((0.6, 0.6))]
+    cells += [_metrics(2 * n, 1 * n, s, a, 1.0) for s, a in enumerate((0.4, 0.4))]
+    cells += [_metrics(2 * n, 1 * n, s, a, 1.0, "base") for s, a in enumerate((0.1, 0.1))]
+    table = sample_efficiency(cfg, cells, n).set_index(["series", "real_per_class"])
+    lora = table.loc[("lora", 1)]
+    assert lora["generated_per_class"] == 2 and lora["seeds"] == 2
+    assert lora["real_equivalent_per_class"] == pytest.approx(2)  # 0.4: halfway, 1 -> 4
+    assert lora["worth_real_per_class"] == pytest.approx(1)
+    assert table.loc[("base", 1), "real_equivalent_per_class"] == -math.inf
+    assert ("lora", 4) not in table.index  # not run
+    lines = efficiency_text(table.reset_index())
+    assert lines[0].startswith("lora: 2 synthetic images per class are worth")
+    assert "1 → 2.0 (+1.0)" in lines[0]
+    assert "1: below the smallest real-only point" in lines[1]

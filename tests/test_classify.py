@@ -15,14 +15,31 @@ from .conftest import ROOT, smoke_config
 
 
 def test_study_cells_cover_mixes_baselines_and_seeds() -> None:
-    cfg = load_config(ROOT / "params" / "smoke.yaml")
-    cells = study_cells(cfg.study)
+    one_arm = {"generation.arms": "[lora]", "study.sample_efficiency": "null"}
+    cfg = load_config(ROOT / "params" / "smoke.yaml", one_arm)
+    cells = study_cells(cfg, n_classes=5)
     pairs = list(dict.fromkeys((c.n_generated, c.n_real) for c in cells))
     # generated-only (CAS) has as many images as the largest generated part of a mix
     assert pairs == [(5, 15), (0, 15), (10, 10), (0, 10), (15, 5), (0, 5), (0, 20), (15, 0)]
     assert len(cells) == len(pairs) * len(cfg.study.seeds)
     assert {c.kind for c in cells} == {"mix", "real_only", "generated_only"}
     assert default_real_count(cfg.study, 5) == 15
+
+
+def test_study_cells_of_every_arm_and_the_sweep() -> None:
+    cfg = load_config(ROOT / "params" / "smoke.yaml")  # arms lora, base, img2img; a sweep
+    cells = {(c.n_generated, c.n_real, c.arm) for c in study_cells(cfg, n_classes=5)}
+    real_only = {c for c in cells if c[0] == 0}
+    # real-only cells belong to no arm: listed once, under lora
+    assert real_only == {(0, n, "lora") for n in (5, 10, 15, 20)}
+    for arm in ("lora", "base", "img2img"):
+        assert {(5, 15, arm), (10, 10, arm), (15, 5, arm), (15, 0, arm)} <= cells  # mixes, CAS
+        # the sweep: 1, 2, 4 real per class, plus 2 generated per class (10 images)
+        assert {(10, 5, arm), (10, 10, arm), (10, 20, arm)} <= cells
+    assert len(cells) == 4 + 3 * 4 + 3 * 2  # (10, 10) is a mix and a sweep point
+    assert Cell(0, 5, 0, "base") == Cell(0, 5, 0) and Cell(10, 5, 1, "base").name == (
+        "base-gen10-real5-seed1"
+    )
 
 
 def test_sampling_is_balanced_seeded_and_never_touches_test(tmp_path, ucmerced) -> None:
@@ -63,6 +80,7 @@ def test_mix_cell_trains_writes_metrics_and_skips_on_rerun(tmp_path, ucmerced) -
         "n_generated": 10,
         "n_real": 10,
         "seed": 0,
+        "arm": "lora",
         "name": "gen10-real10-seed0",
         "kind": "mix",
     }
@@ -133,9 +151,14 @@ def test_frechet_distance_is_computed_in_full_fine_tune_mode(tmp_path, ucmerced)
     cfg = smoke_config(tmp_path, **{"classifier.mode": "full"})
     fake_generated_set(cfg)
     table = quality(CellRunner(cfg), cells=[])
-    assert list(table.index) == ["agricultural", "beach", "forest", "freeway", "harbor"]
-    assert (table["n_per_side"] == 8).all()
+    classes = ["agricultural", "beach", "forest", "freeway", "harbor"]
+    assert list(table.index) == [*classes, "all classes"]
+    assert (table.loc[classes, "n_per_side"] == 8).all()
+    assert table.loc["all classes", "n_per_side"] == 40
     assert table["frechet_distance"].abs().max() < 1e-3
+    # the same images on both sides: every real ball holds its own copy
+    overall = table.loc["all classes", ["precision", "recall", "coverage"]]
+    assert (overall == 1.0).all() and table.loc["all classes", "density"] >= 1.0
 
 
 def test_a_generator_that_copies_its_lora_images_is_caught(tmp_path, ucmerced) -> None:
@@ -155,10 +178,16 @@ def test_a_generator_that_copies_its_lora_images_is_caught(tmp_path, ucmerced) -
 
 
 def test_ceilings_train_on_lora_images_at_the_generator_resolution(tmp_path, ucmerced) -> None:
-    from synthaug.analysis import ceilings
+    from synthaug.analysis import ceilings, vae_roundtrip
 
     cfg = smoke_config(tmp_path)
-    table = ceilings(CellRunner(cfg), cells=[])
-    assert list(table.columns) == ["lora_images_at_32px"]
+    runner = CellRunner(cfg)
+    table = ceilings(runner, cells=[])
+    assert list(table.columns) == ["lora_images_at_32px", "lora_images_through_vae_at_32px"]
     assert table.index[-1] == "all classes" and len(table) == 6
-    assert table["lora_images_at_32px"].between(0, 1).all()
+    assert table.to_numpy().min() >= 0 and table.to_numpy().max() <= 1
+    # the VAE column is the base's own reconstructions: 32 px images, not the inputs
+    image = runner.load(runner.manifest.split("lora")[0])
+    [decoded] = vae_roundtrip(cfg)([image])
+    assert decoded.size == (32, 32)
+    assert np.asarray(decoded).tobytes() != np.asarray(image.resize((32, 32))).tobytes()

@@ -91,6 +91,28 @@ def test_prompt_template_needs_class_keyword() -> None:
         build_config(raw(), {"generation.prompt_template": "an aerial image"})
 
 
+def test_generation_arms_start_with_the_lora_once() -> None:
+    assert build_config(raw(), {"generation.arms": "[lora, base]"}).generation.arms == [
+        "lora",
+        "base",
+    ]
+    for arms in ("[base]", "[lora, base, base]"):
+        with pytest.raises(ConfigError, match="generation.arms must start with `lora`"):
+            build_config(raw(), {"generation.arms": arms})
+    with pytest.raises(ConfigError, match="generation.arms"):
+        build_config(raw(), {"generation.arms": "[lora, inpaint]"})
+
+
+def test_sample_efficiency_counts_increase() -> None:
+    with pytest.raises(ConfigError, match="must increase from 1 or more"):
+        build_config(raw(), {"study.sample_efficiency.real_per_class": "[5, 2]"})
+
+
+def test_paper_profile_runs_the_paper_arm_only() -> None:
+    cfg = load_config(ROOT / "params" / "paper.yaml")
+    assert cfg.generation.arms == ["lora"] and cfg.study.sample_efficiency is None
+
+
 def test_dataset_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="exactly one of dataset.path"):
         build_config(raw(), {"dataset.hub_id": "blanchon/PatternNet"})

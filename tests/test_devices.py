@@ -59,7 +59,7 @@ def bf16_study(tmp_path_factory):
 @pytest.mark.parametrize("device", DEVICES)
 def test_generation_step_runs_on_the_models_device_in_the_configs_dtype(device, bf16_study) -> None:
     classes = prepare_data(bf16_study).classes
-    pipe, _, _ = load_generator(bf16_study, classes, device=device)
+    pipe, _, _ = load_generator(bf16_study, device=device)
     assert pipe.transformer.dtype == torch.bfloat16  # from the config, not from the machine
     assert {p.device.type for p in pipe.transformer.parameters()} == {device}
     latents = denoise(pipe, bf16_study, list_jobs(bf16_study, classes)[:2], output_type="latent")

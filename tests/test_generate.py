@@ -1,11 +1,13 @@
 import csv
+import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from synthaug import generate
-from synthaug.data import DataError
+from synthaug.data import DataError, prepare_data
 from synthaug.generate import (
     batches_of,
     generate_images,
@@ -44,8 +46,8 @@ def fresh(trained, tmp_path, **overrides):
     return cfg
 
 
-def manifest_rows(cfg) -> list[dict]:
-    with open(cfg.paths.generated / "manifest.csv", newline="") as handle:
+def manifest_rows(cfg, arm: str = "lora") -> list[dict]:
+    with open(cfg.paths.arm_manifest(arm), newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -140,8 +142,10 @@ def test_sharded_runs_merge_into_the_single_run_set(trained, tmp_path) -> None:
 def test_other_settings_never_overwrite_a_set(trained, tmp_path) -> None:
     cfg = fresh(trained, tmp_path)
     generate_images(cfg)
+    other = smoke_config(tmp_path, **ALPHA, **{"generation.steps": 5})
+    assert generate.is_complete(cfg) and not generate.is_complete(other)  # the study reruns it
     with pytest.raises(SettingsMismatch, match=r"other settings \(steps differ"):
-        generate_images(smoke_config(tmp_path, **ALPHA, **{"generation.steps": 5}))
+        generate_images(other)
 
 
 def test_missing_lora_is_explained(tmp_path, ucmerced) -> None:
@@ -153,13 +157,11 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from synthaug.data import prepare_data
     from synthaug.models import load_flux_pipeline
     from synthaug.pretrain import base_model_source
 
     cfg = fresh(trained, tmp_path, **{"generation.lora_scale": 0.5})
-    classes = prepare_data(cfg).classes
-    pipe, _, _ = generate.load_generator(cfg, classes)
+    pipe, _, _ = generate.load_generator(cfg)
     base = load_flux_pipeline(base_model_source(cfg)).transformer.state_dict()
     lora = load_file(str(cfg.paths.lora_weights))
     scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
@@ -176,3 +178,67 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
             fused[f"{name}.weight"], base[f"{name}.weight"] + 0.5 * scaling * delta
         )
     assert not any("lora" in key for key in fused)
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def test_base_arm_is_the_same_prompts_and_seeds_without_the_lora(trained, tmp_path) -> None:
+    from synthaug.models import load_flux_pipeline
+    from synthaug.pretrain import base_model_source
+
+    cfg = fresh(trained, tmp_path, **{"generation.arms": "[lora, base]"})
+    generate_images(cfg)
+    summary = generate_images(cfg, arm="base")
+    assert summary["arm"] == "base" and summary["generated_now"] == 20
+    folder = cfg.paths.arm("base")
+    assert folder.name == "generated-base" and generate.is_complete(cfg, "base")
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["arm"] == "base" and settings["lora_sha256"] == ""
+    rows = manifest_rows(cfg, "base")
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in manifest_rows(cfg)]
+    assert [r["seed"] for r in rows] == [r["seed"] for r in manifest_rows(cfg)]
+    # the plain base pipeline makes the same image; the LoRA's set differs from it (a
+    # little: the smoke LoRA trains 2 short epochs)
+    plain = load_flux_pipeline(base_model_source(cfg))
+    job = list_jobs(cfg, prepare_data(cfg).classes)[0]
+    [image] = generate.denoise(plain, cfg, [job])
+    assert np.abs(np.asarray(image, dtype=np.float32) - _pixels(folder / job.file)).max() <= 1
+    differ = [
+        np.abs(_pixels(folder / r["file"]) - _pixels(cfg.paths.generated / r["file"])).mean()
+        for r in rows
+    ]
+    assert max(differ) > 0
+    with pytest.raises(ValueError, match="arm 'img2img' is not in generation.arms"):
+        generate_images(cfg, arm="img2img")
+
+
+def test_img2img_arm_starts_each_image_from_a_lora_image_of_its_class(
+    trained, tmp_path, monkeypatch
+) -> None:
+    cfg = fresh(trained, tmp_path, **{"generation.arms": "[lora, img2img]"})
+    generate_images(cfg)
+    generate_images(cfg, arm="img2img")
+    manifest = prepare_data(cfg)
+    jobs = list_jobs(cfg, manifest.classes)
+    refs = [record.ref for record in generate.init_images(cfg, jobs)]
+    lora = {r.ref: r.label for r in manifest.split("lora")}
+    assert [lora[ref] for ref in refs] == [j.label for j in jobs]  # of the image's own class
+    assert len(set(refs)) == len(lora)  # 4 images per class, 4 LoRA images: each seeds one
+    settings = json.loads((cfg.paths.arm("img2img") / "settings.json").read_text())
+    assert settings["img2img_strength"] == 0.6 and settings["lora_sha256"]
+    assert settings["lora_sha256"] == manifest_rows(cfg, "img2img")[0]["lora_sha256"]
+    pipe, _, _ = generate.load_generator(cfg, arm="img2img")
+    assert type(pipe).__name__ == "FluxImg2ImgPipeline"
+    # the image is the pipeline's output from its start image: another start, another image
+    [same] = generate.denoise(pipe, cfg, jobs[:1])
+    saved = _pixels(cfg.paths.arm("img2img") / jobs[0].file)
+    assert np.abs(np.asarray(same, dtype=np.float32) - saved).max() <= 1
+    other = next(r for r in manifest.split("lora") if r.label != jobs[0].label)
+    monkeypatch.setattr(generate, "init_images", lambda _cfg, _jobs: [other])
+    [moved] = generate.denoise(pipe, cfg, jobs[:1])
+    assert np.abs(np.asarray(moved, dtype=np.float32) - saved).mean() > 1
+    # and it is not the text-to-image image of the same seed
+    assert np.abs(saved - _pixels(cfg.paths.generated / jobs[0].file)).mean() > 1

@@ -3,7 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from synthaug.metrics import brier, classification_report, cross_entropy, mean_ci, paper_mse
+from synthaug.metrics import (
+    brier,
+    classification_report,
+    cross_entropy,
+    mean_ci,
+    paper_mse,
+    prdc,
+)
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
 TRUE = np.array([0, 1, 1, 2])  # predictions: 0, 2, 1, 2 -> one mistake (1 predicted as 2)
@@ -102,3 +109,23 @@ def test_paper_mse_cannot_be_a_probability_error() -> None:
         "cross_entropy": "7 of 7",
     }
     assert "cannot be onehot_mse or brier" in text
+
+
+def test_prdc_of_identical_disjoint_and_collapsed_sets() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8))
+    same = prdc(real, real.copy(), k=5)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] >= 1.0  # each fake sits in its own ball and k-ish others
+    far = prdc(real, rng.normal(size=(200, 8)) + 100, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    # fakes collapsed onto one real image: precise, but they cover almost nothing
+    collapsed = prdc(real, np.repeat(real[:1], 50, axis=0) + 1e-6, k=5)
+    assert collapsed["precision"] == 1.0 and collapsed["coverage"] < 0.1
+    assert collapsed["recall"] < 0.05
+    # fakes from the same distribution: every metric near its ideal value
+    fresh = prdc(real, rng.normal(size=(200, 8)), k=5)
+    assert fresh["precision"] > 0.8 and fresh["recall"] > 0.8 and fresh["coverage"] > 0.8
+    assert 0.7 < fresh["density"] < 1.3
+    with pytest.raises(ValueError, match="more than k=5"):
+        prdc(real[:5], real, k=5)

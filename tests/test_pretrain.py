@@ -43,3 +43,20 @@ def test_two_datasets_share_one_pretrained_base(tmp_path, ucmerced, monkeypatch)
     latents = pretrain.encode_all(vae, pretrain.load_images(on_ucmerced)[0])
     scaled = (latents - vae.config.shift_factor) * vae.config.scaling_factor
     assert abs(scaled.mean().item()) < 1e-4 and abs(scaled.std().item() - 1) < 1e-4
+
+
+def test_vae_crops_are_seeded_windows_of_the_batch() -> None:
+    import pytest
+    import torch
+
+    images = torch.arange(2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    crop = pretrain.random_crop(images, 4, torch.Generator().manual_seed(0))
+    assert crop.shape == (2, 3, 4, 4)
+    again = pretrain.random_crop(images, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(crop, again)
+    # a window: rows and columns contiguous in the original
+    top, left = divmod(int(crop[0, 0, 0, 0]), 8)
+    assert torch.equal(crop, images[..., top : top + 4, left : left + 4])
+    assert pretrain.random_crop(images, None, torch.Generator()) is images
+    with pytest.raises(ValueError, match="vae_crop 16 exceeds the 8x8"):
+        pretrain.random_crop(images, 16, torch.Generator())

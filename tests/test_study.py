@@ -3,13 +3,17 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
 from synthaug.analysis import conclusion
 from synthaug.book import table_of_contents
-from synthaug.config import read_yaml
+from synthaug.config import load_config, read_yaml
 from synthaug.data import DataError
+from synthaug.io import read_csv
 from synthaug.study import StudyError, Task, _threads_per_kernel, execute, list_tasks, run_study
 
 from .conftest import ROOT, smoke_config
@@ -28,11 +32,23 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
     tmp_path, todo, lines = smoke_study
     overrides = {"output_dir": str(tmp_path)}
     cfg = smoke_config(tmp_path)
-    assert len(todo) == len(list_tasks(cfg)) == 2 + 16 + 2
+    # LoRA, a synthetic set per arm (lora, base, img2img), 44 cells (3 mixes + CAS per
+    # arm, 4 real-only baselines, the sweep's 2 new real counts per arm; x 2 seeds),
+    # analysis, book
+    assert len(todo) == len(list_tasks(cfg)) == 1 + 3 + 44 + 2
     executed = sorted(p.stem for p in (cfg.run_dir / "notebooks").glob("*.ipynb"))
     assert executed[:2] == ["01_lora", "02_generate"] and "04_analysis" in executed
-    assert "03_train_ratio-gen5-real15-seed1" in executed
-    assert any(line.startswith("[20/20] book") for line in lines)
+    assert {"02_generate-base", "02_generate-img2img"} <= set(executed)
+    assert {"03_train_ratio-gen5-real15-seed1", "03_train_ratio-base-gen15-real0-seed0"} <= set(
+        executed
+    )
+    assert "03_train_ratio-img2img-gen10-real20-seed1" in executed  # the sweep, 4 real/class
+    assert any(line.startswith("[50/50] book") for line in lines)
+    # the run records what made it: a config that loads as a profile, versions per task
+    assert load_config(cfg.paths.config) == cfg
+    record = json.loads(cfg.paths.provenance("01_lora").read_text())
+    assert record["packages"]["torch"] == torch.__version__ and record["config"]["name"] == "smoke"
+    assert cfg.paths.provenance("03_train_ratio-base-gen15-real0-seed1").is_file()
     # the end of the run: the report's path and the answer
     assert f"report: {cfg.paths.book_index}" in lines
     assert any(line.strip().startswith("best mix, ") for line in lines)
@@ -48,7 +64,7 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
 
     again: list[str] = []
     assert run_study(ROOT / "params/smoke.yaml", overrides, echo=again.append) == []
-    assert again[0].endswith(f"20 tasks, 20 done, 0 to run -> {cfg.run_dir}")
+    assert again[0].endswith(f"50 tasks, 50 done, 0 to run -> {cfg.run_dir}")
 
     # The cells ran in warm kernels; a fresh kernel (same threads) gives the same results.
     task = next(t for t in list_tasks(cfg) if t.name == "03_train_ratio-gen5-real15-seed1")
@@ -60,6 +76,25 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
     fresh = json.loads(metrics_path.read_text())
     assert fresh.pop("timings") and warm.pop("timings")
     assert fresh == warm
+
+
+def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
+    """`--stage analysis --rebuild`: only 04_analysis runs again, from the run's cells; the
+    book's last page names that command for each table and figure."""
+    tmp_path = smoke_study[0]
+    cfg = smoke_config(tmp_path)
+    page = (cfg.paths.book / "reproduce.md").read_text()
+    command = "synthaug run -f " + str(cfg.paths.config) + " --stage analysis --rebuild"
+    assert f"| Table 2 · Accuracy and mse per mix | 04_analysis | `{command}` |" in page
+    assert "| torch | " + torch.__version__ + " |" in page
+    before = cfg.paths.executed("04_analysis").stat().st_mtime
+    cells_before = {p: p.stat().st_mtime for p in cfg.paths.cells.glob("*/metrics.json")}
+    redone = run_study(cfg.paths.config, stage="analysis", rebuild=True, echo=lambda _line: None)
+    assert [t.name for t in redone] == ["04_analysis"]
+    assert cfg.paths.executed("04_analysis").stat().st_mtime > before
+    assert {p: p.stat().st_mtime for p in cells_before} == cells_before  # nothing retrained
+    with pytest.raises(ValueError, match="rebuild needs a stage"):
+        run_study(cfg.paths.config, rebuild=True, echo=lambda _line: None)
 
 
 def test_report_in_a_browser_shows_table2_and_every_figure(smoke_study, tmp_path) -> None:
@@ -101,9 +136,20 @@ def test_two_generation_workers_write_the_manifest_one_writes(smoke_study, tmp_p
     lines: list[str] = []
     overrides = {"output_dir": str(tmp_path), "study.devices": "2"}
     done = run_study(ROOT / "params/smoke.yaml", overrides, stage="generate", echo=lines.append)
-    assert [t.name for t in done] == ["02_generate-shard0of2", "02_generate-shard1of2"]
-    two = smoke_config(tmp_path).paths.generated_manifest.read_bytes()
-    assert two == smoke_config(smoke_study[0]).paths.generated_manifest.read_bytes()
+    assert [t.name for t in done] == [
+        f"02_generate{arm}-shard{i}of2" for arm in ("", "-base", "-img2img") for i in (0, 1)
+    ]
+    two, one = smoke_config(tmp_path).paths, smoke_config(smoke_study[0]).paths
+    for arm in ("lora", "base"):
+        assert two.arm_manifest(arm).read_bytes() == one.arm_manifest(arm).read_bytes(), arm
+    # img2img encodes its start images with the VAE, whose float sums depend on the thread
+    # count (each of the two workers runs on one thread, the single process on two): the
+    # same images to one grey level (measured: 2 pixels of 1 image of 20 differ by 1)
+    files = [row["file"] for row in read_csv(one.arm_manifest("img2img"))]
+    assert files == [row["file"] for row in read_csv(two.arm_manifest("img2img"))]
+    for name in files:
+        a, b = (np.asarray(Image.open(p.arm("img2img") / name), float) for p in (one, two))
+        assert np.abs(a - b).max() <= 1, name
 
 
 def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
@@ -115,7 +161,7 @@ def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
         dry_run=True,
         echo=lines.append,
     )
-    assert lines[0].endswith("18 tasks, 0 done, 18 to run -> " + str(tmp_path / "smoke"))
+    assert lines[0].endswith("48 tasks, 0 done, 48 to run -> " + str(tmp_path / "smoke"))
     assert "[todo] lora" in lines[1] and not (tmp_path / "smoke").exists()
 
 
@@ -150,6 +196,26 @@ def test_book_toc_puts_the_analysis_first() -> None:
     chapters = toc["parts"][0]["chapters"]
     assert [c["file"] for c in chapters] == ["01_lora", "02_generate", "classifier_cells"]
     assert chapters[2]["sections"] == [{"file": "03_train_ratio-gen0-real5-seed0"}]
+    assert toc["parts"][-1] == {"caption": "Reproduce", "chapters": [{"file": "reproduce"}]}
+
+
+def test_other_arms_pages_follow_the_loras_under_their_own_titles() -> None:
+    from synthaug.book import _order, page_title
+
+    stems = ["02_generate-base", "03_train_ratio-base-gen5-real0-seed0", "02_generate"]
+    stems += ["03_train_ratio-gen5-real0-seed0", "01_lora"]
+    assert sorted(stems, key=_order) == [
+        "01_lora",
+        "02_generate",
+        "02_generate-base",
+        "03_train_ratio-gen5-real0-seed0",
+        "03_train_ratio-base-gen5-real0-seed0",
+    ]
+    assert page_title("02_generate-base-shard1of2") == "02 · The synthetic set: base arm"
+    assert page_title("02_generate-shard1of2") is None
+    assert page_title("03_train_ratio-base-gen5-real0-seed0") == (
+        "03 · base: generated 5 : real 0, seed 0"
+    )
 
 
 def test_conclusion_is_computed_from_the_table() -> None:
@@ -298,9 +364,9 @@ def test_generated_only_baseline_fits_the_generated_set() -> None:
     assert cfg.study.generated_only_count == cfg.generation.count == 8000
     pool = [ImageRecord(f"{c}/{i}", c, "", "pool") for c in PATTERNNET for i in range(700)]
     manifest = Manifest(classes=sorted(PATTERNNET), records=pool)
-    assert shortfalls(cfg, study_cells(cfg.study), manifest) == []
+    assert shortfalls(cfg, study_cells(cfg, 38), manifest) == []
     fewer = load_config(ROOT / "params/paper.yaml", {"generation.count": 7000})
-    problems = shortfalls(fewer, study_cells(fewer.study), manifest)
+    problems = shortfalls(fewer, study_cells(fewer, 38), manifest)
     assert [p.split(" needs")[0] for p in problems] == [
         "cell gen8000-real2000",
         "cell gen8000-real0",
@@ -335,7 +401,12 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) 
 
     from synthaug.study import task_commands
 
-    small = {"study.seeds": "[0]", "study.generated_shares": "[0.5]"}
+    small = {
+        "study.seeds": "[0]",
+        "study.generated_shares": "[0.5]",
+        "generation.arms": "[lora]",
+        "study.sample_efficiency": "null",
+    }
     lines = task_commands(ROOT / "params/smoke.yaml", {"output_dir": str(tmp_path / "a"), **small})
     assert [line for line in lines if line.startswith("#")] == [
         "# stage lora: 1 task(s)",

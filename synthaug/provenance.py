@@ -1,0 +1,103 @@
+"""What a run was made with: the resolved config and the exact package versions.
+
+`runs/<name>/config.yaml` is the study's config with every default filled in (a profile
+of its own: `synthaug run -f runs/<name>/config.yaml` reruns or rebuilds this run), and
+`runs/<name>/provenance/<task>.json` records, for each task that did work, the package
+versions, the Python, the platform and the code's git commit it ran with.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+
+import yaml
+
+from synthaug.config import StudyConfig, project_root
+from synthaug.io import atomic_write_text, write_json
+
+PACKAGES = (
+    "synthaug",
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "prodigyopt",
+    "datasets",
+    "numpy",
+    "scipy",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "nbclient",
+    "jupyter-book",
+    "pydantic",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each package the study's results depend on (None: absent)."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def code_revision() -> str | None:
+    """The git commit of the package's checkout, `+dirty` with uncommitted changes; None
+    outside a git checkout."""
+    root = project_root()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def environment() -> dict:
+    """Versions, Python, platform, commit and, when there is one, the GPU."""
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "code_revision": code_revision(),
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def resolved_config(cfg: StudyConfig) -> str:
+    """The config as YAML with every default filled in: a profile that makes this run."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def write_config(cfg: StudyConfig) -> None:
+    """`runs/<name>/config.yaml`: the config the study runs with now."""
+    atomic_write_text(cfg.paths.config, resolved_config(cfg))
+
+
+def record(cfg: StudyConfig, task: str) -> None:
+    """`provenance/<task>.json`: what this task is about to make its outputs with."""
+    write_json(
+        cfg.paths.provenance(task),
+        {
+            "task": task,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            **environment(),
+            "config": cfg.model_dump(mode="json"),
+        },
+    )
