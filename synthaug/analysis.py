@@ -359,10 +359,10 @@ def arms_answer(table: pd.DataFrame) -> list[str]:
         return []
     lines = []
     by_arm = {arm: rows.set_index(["n_generated", "n_real"]) for arm, rows in table.groupby("arm")}
-    lora = by_arm.get("lora")
+    lora = by_arm.pop("lora", None)
+    if lora is None:
+        return []
     for arm, rows in by_arm.items():
-        if arm == "lora" or lora is None:
-            continue
         shared = [key for key in rows.index if key in lora.index]
         verdicts = [
             VERDICT[
@@ -463,7 +463,7 @@ def _probe_per_class(runner: CellRunner, train: list[ImageRecord]) -> list[float
     return [float((predicted[truth == i] == i).mean()) for i in range(len(runner.classes))]
 
 
-def ceilings(runner: CellRunner, cells: list[dict], through_vae: bool = True) -> pd.DataFrame:
+def ceilings(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     """Per class, what CAS is measured against (all test accuracies, linear probe on the
     backbone's features): CAS itself; a generator that reproduced its LoRA-training images
     exactly, at its own resolution, and the same images through the base's VAE (a probe
@@ -471,26 +471,23 @@ def ceilings(runner: CellRunner, cells: list[dict], through_vae: bool = True) ->
     cfg = runner.cfg
     table = pd.DataFrame(index=runner.classes)
     table.index.name = "class"
-    for arm in cfg.generation.arms:
-        groups = by_pair(cells, arm)
-        for column, key in (
-            ("cas" if arm == "lora" else f"cas_{arm}", (cfg.study.generated_only_count, 0)),
-            ("real_same_count", (0, cfg.study.generated_only_count)),
-        ):
-            if groups.get(key):
-                runs = groups[key]
-                table[column] = pd.DataFrame([m["per_class_accuracy"] for m in runs]).mean()
+    from synthaug.models import base_name
+    from synthaug.pretrain import base_model_source
+
+    count = cfg.study.generated_only_count
+    columns = {"cas": (count, 0, "lora"), "real_same_count": (0, count, "lora")}
+    columns |= {f"cas_{arm}": (count, 0, arm) for arm in cfg.generation.arms[1:]}  # after lora
+    for column, (n_generated, n_real, arm) in columns.items():
+        runs = by_pair(cells, arm).get((n_generated, n_real))
+        if runs:
+            table[column] = pd.DataFrame([m["per_class_accuracy"] for m in runs]).mean()
     size = cfg.generator.resolution
     lora = runner.manifest.split("lora")
     resized = _transformed_features(runner, lora, f"{size}px", _resize(size))
     table[f"lora_images_at_{size}px"] = _probe_per_class(runner, resized)
-    if through_vae:
-        from synthaug.models import base_name
-        from synthaug.pretrain import base_model_source
-
-        tag = f"{size}px-vae-{base_name(base_model_source(cfg))}"
-        decoded = _transformed_features(runner, lora, tag, vae_roundtrip(cfg))
-        table[f"lora_images_through_vae_at_{size}px"] = _probe_per_class(runner, decoded)
+    tag = f"{size}px-vae-{base_name(base_model_source(cfg))}"
+    decoded = _transformed_features(runner, lora, tag, vae_roundtrip(cfg))
+    table[f"lora_images_through_vae_at_{size}px"] = _probe_per_class(runner, decoded)
     table.loc["all classes"] = table.mean()
     return table
 

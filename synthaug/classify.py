@@ -455,6 +455,5 @@ def run_cell(
     """Notebook 03's one call: train and test the classifier on one mix of one arm."""
     if n_real is None:
         n_real = default_real_count(cfg.study, n_generated)
-    if arm not in cfg.generation.arms:
-        raise ValueError(f"arm {arm!r} is not in generation.arms {cfg.generation.arms}")
+    cfg.generation.check_arm(arm)
     return CellRunner(cfg).run(Cell(n_generated, n_real, seed, arm))

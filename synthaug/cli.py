@@ -31,10 +31,6 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    if args.rebuild and args.stage is None:
-        raise ConfigError(
-            "--rebuild redraws one stage's notebooks: name it, e.g. --stage analysis --rebuild"
-        )
     if args.print_tasks:
         for line in task_commands(args.file, _overrides(args.parameters), stage=args.stage):
             print(line)

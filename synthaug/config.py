@@ -214,6 +214,11 @@ class GenerationConfig(_Section):
         0.6, gt=0, le=1, description="share of the schedule img2img denoises (1: from noise)"
     )
 
+    def check_arm(self, arm: str) -> None:
+        """A `ValueError` unless `arm` is one of `arms`."""
+        if arm not in self.arms:
+            raise ValueError(f"arm {arm!r} is not in generation.arms {self.arms}")
+
     @field_validator("arms")
     @classmethod
     def _lora_first(cls, arms: list[str]) -> list[str]:

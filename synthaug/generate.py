@@ -227,8 +227,7 @@ def render(pipe, cfg: StudyConfig, jobs: list[Job]) -> list[bytes]:
 
 def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora") -> dict:
     """Notebook 02's one call: generate (or finish) this shard of one arm's synthetic set."""
-    if arm not in cfg.generation.arms:
-        raise ValueError(f"arm {arm!r} is not in generation.arms {cfg.generation.arms}")
+    cfg.generation.check_arm(arm)
     index, count = parse_shard(shard)
     classes = prepare_data(cfg).classes
     out = cfg.paths.arm(arm)

@@ -8,6 +8,7 @@ versions, the Python, the platform and the code's git commit it ran with.
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -66,8 +67,10 @@ def code_revision() -> str | None:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+@functools.cache
 def environment() -> dict:
-    """Versions, Python, platform, commit and, when there is one, the GPU."""
+    """Versions, Python, platform, commit and, when there is one, the GPU: read once per
+    process (what this process imported is what its tasks ran with)."""
     import torch
 
     return {

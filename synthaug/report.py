@@ -210,13 +210,15 @@ def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Fig
     with the same real images, the full-size real-only model and generated-only (CAS)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
 
-    def with_ci(x, frame: pd.DataFrame, column: str, label: str, **style) -> None:
-        _errorbars(ax, x, frame, column, label, **style)
-
-    with_ci(table2["share"], table2, "accuracy", "mix (generated + real)", fmt="o-")
+    _errorbars(ax, table2["share"], table2, "accuracy", "mix (generated + real)", fmt="o-")
     if "real_only_accuracy" in table2:
-        with_ci(
-            table2["share"], table2, "real_only_accuracy", "real only, same real images", fmt="s--"
+        _errorbars(
+            ax,
+            table2["share"],
+            table2,
+            "real_only_accuracy",
+            "real only, same real images",
+            fmt="s--",
         )
     largest_real = baselines["n_real"].max() if len(baselines) else 0
     for row in baselines.itertuples():
@@ -227,7 +229,8 @@ def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Fig
             if not np.isnan(row.accuracy_ci_low):
                 ax.axhspan(row.accuracy_ci_low, row.accuracy_ci_high, color=style, alpha=0.08)
         else:
-            with_ci(
+            _errorbars(
+                ax,
                 [1.0],
                 baselines[baselines["n_real"] == 0],
                 "accuracy",

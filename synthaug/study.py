@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthaug.config import StudyConfig, apply_overrides, build_config, project_root, read_yaml
+from synthaug.config import (
+    ConfigError,
+    StudyConfig,
+    apply_overrides,
+    build_config,
+    project_root,
+    read_yaml,
+)
 from synthaug.kernels import WarmKernel
 from synthaug.progress import STATUS_ENV, LiveStatus, clock
 
@@ -245,7 +252,7 @@ def run_study(
     from synthaug.provenance import write_config
 
     if rebuild and stage is None:
-        raise ValueError("rebuild needs a stage: e.g. --stage analysis --rebuild")
+        raise ConfigError("rebuild needs a stage: e.g. --stage analysis --rebuild")
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
     check_design(cfg, write=not dry_run)
