@@ -11,6 +11,9 @@ gradient checkpointing on and off, batch 1 (the profile's) and a batch sweep, at
 profile's resolution and `max_sequence_length` (and at 128 text tokens, to show what a
 shorter prompt budget would save). Then the transformer's denoising at the profile's
 generation batch and steps (text encoders and VAE excluded), and ViT-base fine-tuning.
+Attention runs on the kernels the study uses (cuDNN's off: `synthaug.models.
+avoid_cudnn_attention`); `--attention default` is torch's own choice, cuDNN's included.
+One step at the profile's batch is also split into its parts (forward, backward, update).
 
 MFU counts the model FLOPs of one training sample: 2·N·T forward and 2·N·T backward to
 the inputs (the base is frozen: no weight gradients; the LoRA's are negligible), i.e.
@@ -36,6 +39,7 @@ from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
 from synthaug.lora import lora_targets  # noqa: E402
+from synthaug.models import avoid_cudnn_attention  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # black-forest-labs/FLUX.1-dev, transformer/config.json (public).
@@ -79,6 +83,19 @@ def built_on(device: torch.device, dtype: torch.dtype):
             yield
     finally:
         torch.set_default_dtype(previous)
+
+
+ATTENTION = ("synthaug", "default", "flash", "mem_efficient", "math")
+
+
+def select_attention(name: str) -> None:
+    """SDPA's kernels: synthaug's choice (all but cuDNN's), torch's default (cuDNN's too),
+    or one family alone."""
+    if name == "synthaug":
+        avoid_cudnn_attention()
+    elif name != "default":
+        for family in ("flash", "mem_efficient", "math", "cudnn"):
+            getattr(torch.backends.cuda, f"enable_{family}_sdp")(family == name)
 
 
 def image_tokens(resolution: int) -> int:
@@ -174,6 +191,50 @@ def time_lora(model, config, batch, tokens, device, steps, checkpointing) -> dic
     }
 
 
+def step_parts(model, config, batch, tokens, device, steps, checkpointing) -> dict:
+    """Seconds of one LoRA step's parts: the forward alone (no graph), forward + backward,
+    and the optimizer's update, Prodigy's (one host sync per LoRA tensor) and AdamW's."""
+    from prodigyopt import Prodigy
+
+    feed = inputs(config, batch, *tokens, device, torch.bfloat16)
+    model.train()
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    else:
+        model.disable_gradient_checkpointing()
+
+    def forward_backward() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(**feed)[0]
+        out.float().pow(2).mean().backward()
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            model(**feed)
+
+    def seconds(fn) -> float:
+        fn()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        return (time.perf_counter() - start) / steps
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    parts = {
+        "batch_size": batch,
+        "checkpointing": checkpointing,
+        "forward_s": seconds(forward),
+        "forward_backward_s": seconds(forward_backward),
+        "prodigy_step_s": seconds(Prodigy(params, lr=1.0).step),
+        "adamw_step_s": seconds(torch.optim.AdamW(params, lr=1e-4).step),
+        "lora_tensors": len(params),
+    }
+    model.zero_grad(set_to_none=True)
+    return parts
+
+
 @torch.no_grad()
 def denoise_rate(model, config, batch, tokens, steps, device) -> float:
     """Images per second of `steps` transformer evaluations (the LoRA fused: base speed)."""
@@ -251,7 +312,11 @@ def main() -> None:
     parser.add_argument("--profile", default=str(ROOT / "params" / "paper.yaml"))
     parser.add_argument("--batches", default="1,2,4,8,16", help="the batch-size sweep")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument(
+        "--attention", choices=ATTENTION, default="synthaug", help="SDPA kernels (see ATTENTION)"
+    )
     args = parser.parse_args()
+    select_attention(args.attention)
     cfg = load_config(args.profile)
     g = cfg.generator
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -293,17 +358,28 @@ def main() -> None:
         for r in rows
         if r["batch_size"] == g.batch_size and r["checkpointing"] == g.gradient_checkpointing
     )
+    parts = step_parts(
+        model,
+        config,
+        g.batch_size,
+        (n_image, n_text),
+        device,
+        args.steps,
+        g.gradient_checkpointing,
+    )
     gen = cfg.generation
     gen_rate = denoise_rate(model, config, gen.batch_size, (n_image, n_text), gen.steps, device)
     vit = vit_rate(device, cfg.classifier.batch_size, args.steps, args.tiny)
     result = {
         "config": "tiny" if args.tiny else "FLUX.1-dev",
+        "attention": args.attention,
         "profile": Path(args.profile).name,
         "transformer_params": n_params,
         "tokens_image_text": [n_image, n_text],
         "lora": {"rank": g.lora.rank, "alpha": g.lora.alpha, "optimizer": "prodigy"},
         "lora_steps": rows,
         "lora_at_128_text_tokens": at_128,
+        "lora_step_parts": parts,
         "generation_images_per_s": gen_rate,
         "generation_batch_steps": [gen.batch_size, gen.steps],
         "vit_train_images_per_s": vit,

@@ -32,7 +32,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     if args.print_tasks:
-        for line in task_commands(args.file, _overrides(args.parameters), stage=args.stage):
+        lines = task_commands(
+            args.file, _overrides(args.parameters), stage=args.stage, rebuild=args.rebuild
+        )
+        for line in lines:
             print(line)
         return
     run_study(
@@ -109,8 +112,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--print-tasks",
                 action="store_true",
-                help="print one shell command per task still to do (for a cluster's "
-                "scheduler), in order, and stop",
+                help="print one shell command per task still to do (with --rebuild, the "
+                "--stage's too) for a cluster's scheduler, in order, and stop",
             )
             sub.add_argument(
                 "-v",

@@ -22,13 +22,14 @@ from papermill.log import logger
 
 ENGINE = "synthaug-warm-kernel"
 
-# Run silently before each notebook: what the previous notebook left behind goes.
+# Run silently before each notebook: what the previous notebook left behind goes, and the
+# counts restart at 1 in a new history session (IPython's history refuses a line number
+# twice in one session, and says so in the next notebook's output).
 FRESH_NAMESPACE = """\
-get_ipython().run_line_magic("reset", "-f")
+get_ipython().reset(new_session=True)
 if "matplotlib.pyplot" in __import__("sys").modules:
     __import__("matplotlib.pyplot").pyplot.close("all")
 __import__("gc").collect()
-get_ipython().execution_count = 1
 """
 
 

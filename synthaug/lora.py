@@ -36,7 +36,13 @@ from synthaug.config import StudyConfig, config_hash
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
-from synthaug.models import compute_devices, load_flux_pipeline, make_accelerator, weight_dtype
+from synthaug.models import (
+    compute_devices,
+    load_flux_pipeline,
+    load_flux_transformer,
+    make_accelerator,
+    weight_dtype,
+)
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
 from synthaug.progress import Progress
@@ -266,7 +272,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     manifest = prepare_data(cfg)
     records = manifest.split("lora")
     source = base_model_source(cfg)  # pretrained here, once, before any process starts
-    devices = compute_devices(cfg.study.devices)
+    devices = lora_devices(cfg)
     if len(devices) > 1 and "WORLD_SIZE" not in os.environ:
         return launch(cfg, devices, stop_after)
     accelerator = make_accelerator(g.mixed_precision)
@@ -288,12 +294,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             bench["cache_s"] = time.perf_counter() - start
     cache = load_file(str(cache_path))
 
-    from diffusers import FluxTransformer2DModel
     from diffusers.training_utils import cast_training_params
 
-    transformer = FluxTransformer2DModel.from_pretrained(
-        source, subfolder="transformer", dtype=dtype
-    )
+    transformer = load_flux_transformer(source, dtype)
     transformer.requires_grad_(False)
     torch.manual_seed(g.seed)  # the LoRA's initial A matrices
     transformer.add_adapter(
@@ -412,6 +415,24 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         + (f", encoding cache built in {bench['cache_s']:.1f}s" if "cache_s" in bench else "")
     )
     return summary
+
+
+def lora_devices(cfg: StudyConfig) -> list[str | None]:
+    """The study's devices that the LoRA trains on: as many as split its batch evenly (each
+    process takes an equal share of every batch). A batch of 1, the paper's, trains on one
+    GPU, while generation and the classifier cells still spread over all of them."""
+    devices = compute_devices(cfg.study.devices)
+    batch = cfg.generator.batch_size
+    count = max(n for n in range(1, len(devices) + 1) if batch % n == 0)
+    if count < len(devices):
+        log.info(
+            "generator.batch_size %d splits over %d of the %d devices: the LoRA trains on %d",
+            batch,
+            count,
+            len(devices),
+            count,
+        )
+    return devices[:count]
 
 
 def launch(cfg: StudyConfig, devices: list[str | None], stop_after: int | None) -> dict:

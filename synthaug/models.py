@@ -27,8 +27,6 @@ DINOV2_OFFLINE = "dinov2-small-offline"
 # Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
 TOKENIZERS_VERSION = "fixed-aerial-v2"
 
-# FLUX.1-dev's scheduler settings (its scheduler/scheduler_config.json).
-
 
 def weight_dtype(mixed_precision: str) -> torch.dtype:
     """The dtype frozen weights are held in under a `mixed_precision` setting."""
@@ -40,6 +38,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def avoid_cudnn_attention() -> None:
+    """Keep torch's scaled-dot-product attention off its cuDNN kernels for this process
+    (flash and memory-efficient attention remain). Measured on an H200, torch 2.11+cu130:
+    at FLUX.1-dev's shapes (bf16, 24 heads of 128, 256 image + 512 text tokens) the cuDNN
+    backward failed in the LoRA's first step ("mha_graph.execute(...).is_good()" or an
+    illegal memory access; `python bench/gpu_flux.py --attention default` shows it); the
+    tiny bf16 LoRA's sample images came out NaN with it and finite without; ViT-base
+    fine-tunes with either. Every FLUX load and every Accelerator calls it."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def make_accelerator(mixed_precision: str):
     """An `accelerate.Accelerator` with this precision. Its state is a per-process
     singleton that refuses a second precision, so it is cleared first (one process may train
@@ -48,6 +57,7 @@ def make_accelerator(mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    avoid_cudnn_attention()
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True where there is no GPU: under torch's launcher that makes it gloo data
     # parallel (accelerate would otherwise run each process alone)
@@ -204,10 +214,19 @@ def load_flux_pipeline(
     `components` replace loaded parts (e.g. `transformer=` the one being trained)."""
     from diffusers import FluxPipeline
 
+    avoid_cudnn_attention()
     quiet.no_loading_bars()
     pipe = FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
     pipe.set_progress_bar_config(disable=True)  # the stages show their own progress
     return pipe
+
+
+def load_flux_transformer(source: str | Path, dtype: torch.dtype):
+    """FLUX's transformer alone (the LoRA trains on it; the text encoders are not needed)."""
+    from diffusers import FluxTransformer2DModel
+
+    avoid_cudnn_attention()
+    return FluxTransformer2DModel.from_pretrained(str(source), subfolder="transformer", dtype=dtype)
 
 
 def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:

@@ -187,24 +187,39 @@ def check_design(cfg: StudyConfig, write: bool = True) -> None:
         raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
 
 
+def _check_rebuild(stage: str | None, rebuild: bool) -> None:
+    if rebuild and stage is None:
+        raise ConfigError("rebuild needs a stage: e.g. --stage analysis --rebuild")
+
+
+def _to_run(tasks: list[Task], stage: str | None, rebuild: bool) -> list[Task]:
+    """The tasks not done yet; with `rebuild`, `stage`'s done ones too."""
+    return [task for task in tasks if (rebuild and task.stage == stage) or not task.is_done()]
+
+
 def task_commands(
-    profile: str | Path, overrides: Mapping[str, Any] | None = None, stage: str | None = None
+    profile: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    stage: str | None = None,
+    rebuild: bool = False,
 ) -> list[str]:
-    """`synthaug run --print-tasks`: the tasks still to do, one self-contained shell
-    command each, in dependency order, each stage's block headed by a `#` line. Tasks of
-    one stage do not depend on each other (a scheduler may run them at once); each writes
-    only its own outputs, and a later `synthaug run` finds them done."""
+    """`synthaug run --print-tasks`: the tasks still to do (with `rebuild`, `stage`'s
+    too), one self-contained shell command each, in dependency order, each stage's block
+    headed by a `#` line. Tasks of one stage do not depend on each other (a scheduler may
+    run them at once); each writes only its own outputs, and a later `synthaug run` finds
+    them done."""
     import json
     import shlex
 
     from synthaug.config import parse_value
     from synthaug.provenance import write_config
 
+    _check_rebuild(stage, rebuild)
     given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
     cfg = build_config(apply_overrides(read_yaml(profile), given))
     check_design(cfg)  # also writes the manifest once, before tasks run side by side
     write_config(cfg)
-    todo = [task for task in list_tasks(cfg, stage) if not task.is_done()]
+    todo = _to_run(list_tasks(cfg, stage), stage, rebuild)
     root = project_root()
     profile_arg = shlex.quote(str(Path(profile).resolve()))
     cd = f"cd {shlex.quote(str(root))} && "
@@ -251,13 +266,12 @@ def run_study(
     The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
     from synthaug.provenance import write_config
 
-    if rebuild and stage is None:
-        raise ConfigError("rebuild needs a stage: e.g. --stage analysis --rebuild")
+    _check_rebuild(stage, rebuild)
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
     check_design(cfg, write=not dry_run)
     tasks = list_tasks(cfg, stage)
-    todo = [task for task in tasks if (rebuild and task.stage == stage) or not task.is_done()]
+    todo = _to_run(tasks, stage, rebuild)
     echo(
         f"study {cfg.name}: {len(tasks)} tasks, {len(tasks) - len(todo)} done, "
         f"{len(todo)} to run -> {cfg.run_dir}"

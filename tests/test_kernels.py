@@ -26,6 +26,12 @@ def _notebook(path) -> None:
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), path)
 
 
+def _streams(path) -> str:
+    """Everything the notebook's cells printed."""
+    cells = nbformat.read(path, as_version=4).cells
+    return "".join(o.get("text", "") for cell in cells for o in cell.get("outputs", []))
+
+
 def _printed(path) -> tuple[list[int], list[int]]:
     """What the last cell printed, and the execution counts of the code cells."""
     cells = nbformat.read(path, as_version=4).cells
@@ -51,6 +57,9 @@ def test_one_kernel_runs_notebooks_each_in_a_fresh_namespace(tmp_path) -> None:
     assert first[0] == second[0]  # the same kernel process ran both
     assert (first[1], second[1]) == (1, 2)
     assert counts1 == counts2 == [1, 2, 3]  # parameters, injected parameters, the cell
+    # IPython's history opens a new session with the counts (no "ERROR! Session/line
+    # number was not unique in database" in the second notebook's report page)
+    assert "ERROR" not in _streams(tmp_path / "out2.ipynb")
     assert not kernel.manager.has_kernel
 
 

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthaug.io import SettingsMismatch, safetensors_digest
-from synthaug.lora import StepSchedule, _save_lora, train_lora
+from synthaug.lora import StepSchedule, _save_lora, lora_devices, train_lora
 from synthaug.models import load_flux_pipeline
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
@@ -18,6 +18,15 @@ def test_plan_repeats_every_image_per_epoch() -> None:
     assert sorted(visits.tolist()) == sorted(list(range(5)) * 3)
     assert not torch.equal(visits, torch.cat(schedule.order(seed=0, epoch=1)))
     assert torch.equal(visits, torch.cat(schedule.order(seed=0, epoch=0)))
+
+
+@pytest.mark.parametrize(("batch", "expected"), [(1, ["0"]), (2, ["0", "1"]), (6, ["0", "1", "2"])])
+def test_the_lora_trains_on_as_many_gpus_as_split_its_batch(
+    tmp_path, monkeypatch, batch, expected
+) -> None:
+    monkeypatch.setattr("synthaug.models.visible_gpus", lambda: ["0", "1", "2", "3"])
+    cfg = smoke_config(tmp_path, **{"generator.batch_size": batch})
+    assert lora_devices(cfg) == expected  # the paper's batch of 1: one GPU, not a crash
 
 
 def test_stopped_and_resumed_run_ends_with_the_same_lora(tmp_path, ucmerced) -> None:

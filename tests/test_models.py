@@ -3,7 +3,13 @@ import torch
 from transformers import AutoImageProcessor, ViTForImageClassification
 
 from synthaug.config import TinyFluxConfig, TinyVitConfig
-from synthaug.models import load_flux_pipeline, tiny_flux_dir, tiny_vit_dir
+from synthaug.models import (
+    load_flux_pipeline,
+    load_flux_transformer,
+    make_accelerator,
+    tiny_flux_dir,
+    tiny_vit_dir,
+)
 
 
 def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
@@ -16,6 +22,19 @@ def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
         max_sequence_length=16,
         output_type="np",
     ).images[0]
+
+
+def test_flux_loads_and_accelerators_keep_attention_off_cudnn() -> None:
+    """cuDNN's attention failed at FLUX.1-dev's shapes on an H200 (synthaug.models)."""
+    source = tiny_flux_dir(TinyFluxConfig())
+    for load in (
+        lambda: load_flux_pipeline(source),
+        lambda: load_flux_transformer(source, torch.bfloat16),
+        lambda: make_accelerator("no"),
+    ):
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        load()
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
 
 
 def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> None:

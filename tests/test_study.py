@@ -433,6 +433,14 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) 
         echo=lambda _line: None,
     )
     assert again == []  # every task is found done
+    redraw = task_commands(
+        ROOT / "params/smoke.yaml",
+        {"output_dir": str(tmp_path / "a"), **small},
+        stage="analysis",
+        rebuild=True,
+    )
+    assert redraw[0] == "# stage analysis: 1 task(s)" and "04_analysis" in redraw[1]
+    assert len(redraw) == 2
     run_study(
         ROOT / "params/smoke.yaml",
         {"output_dir": str(tmp_path / "b"), **small},
