@@ -149,14 +149,18 @@ def build_transformer(config: dict, rank: int, alpha: float, targets: list[str],
     return model, n_params
 
 
+def set_checkpointing(model, on: bool) -> None:
+    if on:
+        model.enable_gradient_checkpointing()
+    else:
+        model.disable_gradient_checkpointing()
+
+
 def time_lora(model, config, batch, tokens, device, steps, checkpointing) -> dict:
     """Seconds per optimizer step of the LoRA loop: autocast bf16, Prodigy."""
     from prodigyopt import Prodigy
 
-    if checkpointing:
-        model.enable_gradient_checkpointing()
-    else:
-        model.disable_gradient_checkpointing()
+    set_checkpointing(model, checkpointing)
     model.train()
     optimizer = Prodigy([p for p in model.parameters() if p.requires_grad], lr=1.0)
     feed = inputs(config, batch, *tokens, device, torch.bfloat16)
@@ -198,10 +202,7 @@ def step_parts(model, config, batch, tokens, device, steps, checkpointing) -> di
 
     feed = inputs(config, batch, *tokens, device, torch.bfloat16)
     model.train()
-    if checkpointing:
-        model.enable_gradient_checkpointing()
-    else:
-        model.disable_gradient_checkpointing()
+    set_checkpointing(model, checkpointing)
 
     def forward_backward() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -468,12 +468,12 @@ def ceilings(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     backbone's features): CAS itself; a generator that reproduced its LoRA-training images
     exactly, at its own resolution, and the same images through the base's VAE (a probe
     trained on those images, one seed); and real images of the same count as CAS."""
-    cfg = runner.cfg
-    table = pd.DataFrame(index=runner.classes)
-    table.index.name = "class"
     from synthaug.models import base_name
     from synthaug.pretrain import base_model_source
 
+    cfg = runner.cfg
+    table = pd.DataFrame(index=runner.classes)
+    table.index.name = "class"
     count = cfg.study.generated_only_count
     columns = {"cas": (count, 0, "lora"), "real_same_count": (0, count, "lora")}
     columns |= {f"cas_{arm}": (count, 0, arm) for arm in cfg.generation.arms[1:]}  # after lora
@@ -559,7 +559,7 @@ def frechet_samples(
 
 
 def _interval(row, name: str) -> tuple[float, float, float]:
-    """A table row's `name` and its 95% CI bounds (the columns `_interval_columns` made)."""
+    """A table row's `name` and its 95% CI bounds (the columns `interval_columns` made)."""
     return getattr(row, name), getattr(row, f"{name}_ci_low"), getattr(row, f"{name}_ci_high")
 
 

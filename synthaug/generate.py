@@ -225,6 +225,12 @@ def render(pipe, cfg: StudyConfig, jobs: list[Job]) -> list[bytes]:
     return encoded
 
 
+def task_name(arm: str, index: int = 0, count: int = 1) -> str:
+    """The study's name of one generation task: its executed notebook and provenance."""
+    name = "02_generate" if arm == "lora" else f"02_generate-{arm}"
+    return f"{name}-shard{index}of{count}" if count > 1 else name
+
+
 def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora") -> dict:
     """Notebook 02's one call: generate (or finish) this shard of one arm's synthetic set."""
     cfg.generation.check_arm(arm)
@@ -242,9 +248,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora
     todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
     done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}
     if todo:
-        arm_part = "" if arm == "lora" else f"-{arm}"
-        shard_part = f"-shard{index}of{count}" if count > 1 else ""
-        provenance.record(cfg, f"02_generate{arm_part}{shard_part}")
+        provenance.record(cfg, task_name(arm, index, count))
     start = time.perf_counter()
     made = 0
     shard_text = f" (shard {index}/{count})" if count > 1 else ""

@@ -426,11 +426,11 @@ def lora_devices(cfg: StudyConfig) -> list[str | None]:
     count = max(n for n in range(1, len(devices) + 1) if batch % n == 0)
     if count < len(devices):
         log.info(
-            "generator.batch_size %d splits over %d of the %d devices: the LoRA trains on %d",
+            "generator.batch_size %d splits evenly over %d of the %d devices: the LoRA "
+            "trains on those",
             batch,
             count,
             len(devices),
-            count,
         )
     return devices[:count]
 

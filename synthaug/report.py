@@ -211,15 +211,7 @@ def plot_accuracy_vs_share(table2: pd.DataFrame, baselines: pd.DataFrame) -> Fig
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
 
     _errorbars(ax, table2["share"], table2, "accuracy", "mix (generated + real)", fmt="o-")
-    if "real_only_accuracy" in table2:
-        _errorbars(
-            ax,
-            table2["share"],
-            table2,
-            "real_only_accuracy",
-            "real only, same real images",
-            fmt="s--",
-        )
+    _same_real_images(ax, table2)
     largest_real = baselines["n_real"].max() if len(baselines) else 0
     for row in baselines.itertuples():
         # full-size real only in black, real only at the CAS count in grey, CAS in red
@@ -299,14 +291,8 @@ def _errorbars(ax, x, frame: pd.DataFrame, column: str, label: str, **style) -> 
     ax.errorbar(x, frame[column], yerr=[low, high], capsize=3, label=label, **style)
 
 
-def plot_arms(arms: pd.DataFrame, table2: pd.DataFrame) -> Figure | None:
-    """Accuracy against the generated share for each generation arm (CAS at share 1),
-    with the real-only model trained on each mix's real images alone (None: no cells)."""
-    if arms.empty:
-        return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for arm, rows in arms.groupby("arm", sort=False):
-        _errorbars(ax, rows["share"], rows, "accuracy", arm, fmt="o-")
+def _same_real_images(ax, table2: pd.DataFrame, **style) -> None:
+    """The real-only model trained on each mix's real images alone, where it ran."""
     if "real_only_accuracy" in table2:
         _errorbars(
             ax,
@@ -315,8 +301,19 @@ def plot_arms(arms: pd.DataFrame, table2: pd.DataFrame) -> Figure | None:
             "real_only_accuracy",
             "real only, same real images",
             fmt="s--",
-            color="k",
+            **style,
         )
+
+
+def plot_arms(arms: pd.DataFrame, table2: pd.DataFrame) -> Figure | None:
+    """Accuracy against the generated share for each generation arm (CAS at share 1),
+    with the real-only model trained on each mix's real images alone (None: no cells)."""
+    if arms.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for arm, rows in arms.groupby("arm", sort=False):
+        _errorbars(ax, rows["share"], rows, "accuracy", arm, fmt="o-")
+    _same_real_images(ax, table2, color="k")
     ax.set(xlabel="share of generated images", ylabel="test accuracy", xlim=(-0.02, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -52,7 +52,7 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     from synthaug.classify import CellRunner
     from synthaug.data import prepare_data
     from synthaug.design import study_cells
-    from synthaug.generate import is_complete
+    from synthaug.generate import is_complete, task_name
     from synthaug.lora import is_trained
 
     stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
@@ -68,9 +68,8 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     if "generate" in stages:
         shards = len(stage_devices(cfg, "generate"))
         for arm in cfg.generation.arms:
-            base = "02_generate" if arm == "lora" else f"02_generate-{arm}"
             for index in range(shards):
-                name = f"{base}-shard{index}of{shards}" if shards > 1 else base
+                name = task_name(arm, index, shards)
                 parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
                 if arm != "lora":
                     parameters["arm"] = arm
