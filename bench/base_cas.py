@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.classify import Backbone, to_pixels, train_linear_head  # noqa: E402
-from synthaug.config import load_config, resolve_path  # noqa: E402
-from synthaug.data import FolderSource, decode_image  # noqa: E402
+from synthaug.config import load_config  # noqa: E402
+from synthaug.data import decode_image, open_source  # noqa: E402
 from synthaug.models import load_flux_pipeline  # noqa: E402
 from synthaug.pretrain import base_model_source, captions  # noqa: E402
 
@@ -43,7 +44,7 @@ def main() -> None:
     pre, gen, size = cfg.generator.pretrain, cfg.generation, cfg.generator.resolution
     if pre is None:
         raise SystemExit(f"{args.profile} has no generator.pretrain section")
-    source = FolderSource(resolve_path(pre.path), None)
+    source = open_source(pre.data)
     base = Path(base_model_source(cfg))
     pipe = load_flux_pipeline(base)
     pipe.set_progress_bar_config(disable=True)
@@ -67,10 +68,12 @@ def main() -> None:
 
     draw = random.Random(0)
     real, real_labels = [], []
+    by_class = defaultdict(list)
+    for ref, label, data in source.scan():
+        by_class[label].append((ref, data))
     for index, label in enumerate(source.classes):
-        files = sorted((source.root / label).iterdir())
-        for path in draw.sample(files, args.test_per_class):
-            real.append(decode_image(path.read_bytes(), 256, str(path)))
+        for ref, data in draw.sample(sorted(by_class[label]), args.test_per_class):
+            real.append(decode_image(data, 256, ref))
             real_labels.append(index)
     backbone = Backbone(cfg, source.classes)
     batch = cfg.classifier.batch_size

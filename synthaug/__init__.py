@@ -12,6 +12,7 @@ Stages, in the order `synthaug run` executes them, each one notebook and one mod
     book       (all, as pages)     book.build_book         the Jupyter Book
 
 Beside them: `config` (the one validated schema; `paths` lays out a run folder),
+`sources` (a dataset's local copy or the hub; the hub models' checks before any work),
 `design` (which cells the study fits), `efficiency` (the sample-efficiency sweep's
 reading), `provenance` (the resolved config and package versions of each task), `flux`
 (prompts and the flow-matching loss), `pretrain` (the base model, and the tiny base's

@@ -357,13 +357,25 @@ class CellRunner:
             inputs.append(sha256_file(self.cfg.paths.arm_manifest(cell.arm)))
         return config_hash(self.cfg.classifier, *inputs)
 
-    def warm_features(self, with_generated: bool) -> float:
-        """Cache the frozen-backbone features of every pool, test (and every arm's
-        generated) image once, so that cells run in parallel only read the cache."""
-        records = self.manifest.split("pool") + self.manifest.split("test")
-        if with_generated:
-            records += [r for arm in self.cfg.generation.arms for r in self.generated(arm)]
+    def warm_features(self, cells: list[Cell]) -> float:
+        """Cache the frozen-backbone features of the images these cells draw, and of the
+        test split, once, so that cells run in parallel only read the cache. A pool far
+        larger than the draws costs only what is drawn (the analysis adds what it uses)."""
+        records = self.manifest.split("test") + [r for c in cells for r in self.training_set(c)]
         return FeatureCache(feature_cache_path(self.cfg)).ensure(records, self.features)
+
+    def training_set(self, cell: Cell) -> list[ImageRecord]:
+        """The cell's training images: its real part from the pool, its generated part from
+        its arm's set, each drawn class-balanced with the cell's seed."""
+        real = sample_balanced(
+            self.manifest.split("pool"), cell.n_real, self.classes, cell.seed, "real"
+        )
+        if not cell.n_generated:
+            return real
+        generated = self.generated(cell.arm)
+        return real + sample_balanced(
+            generated, cell.n_generated, self.classes, cell.seed, "generated"
+        )
 
     def features(self, records: list[ImageRecord]) -> torch.Tensor:
         """The backbone's features of these images (the backbone is loaded on first use)."""
@@ -391,15 +403,7 @@ class CellRunner:
             return read_json(out)
         provenance.record(self.cfg, f"03_train_ratio-{cell.name}")
         start = time.perf_counter()
-        train = sample_balanced(
-            self.manifest.split("pool"), cell.n_real, self.classes, cell.seed, "real"
-        ) + (
-            sample_balanced(
-                self.generated(cell.arm), cell.n_generated, self.classes, cell.seed, "generated"
-            )
-            if cell.n_generated
-            else []
-        )
+        train = self.training_set(cell)
         test = self.manifest.split("test")
         label = {name: i for i, name in enumerate(self.classes)}
         train_y = [label[r.label] for r in train]

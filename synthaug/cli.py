@@ -14,6 +14,7 @@ from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
 from synthaug.io import SettingsMismatch
+from synthaug.sources import SourceError
 from synthaug.study import STAGES, StudyError, run_study, task_commands
 
 
@@ -139,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DataError,
         MissingBackboneError,
         SettingsMismatch,
+        SourceError,
         StudyError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,27 +30,50 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetConfig(_Section):
-    """Where the real images come from: a local ImageFolder or a Hugging Face dataset."""
+class DataSource(_Section):
+    """Where real images come from, so that a profile runs anywhere: an explicit folder
+    (`path`, which wins), else the local copy `local` under the data root (`SYNTHAUG_DATA`,
+    or `../shared/data` beside the project) where it exists, else the hub (`hub_id`),
+    downloaded once into the `datasets` cache (`synthaug.sources.locate`)."""
 
     path: str | None = Field(None, description="local ImageFolder root: <path>/<class>/<image>")
+    local: str | None = Field(
+        None, description="folder name of a local copy under $SYNTHAUG_DATA, e.g. ucmerced"
+    )
     hub_id: str | None = Field(
         None, description="Hugging Face dataset id, or a folder written by Dataset.save_to_disk"
     )
+    hub_revision: str | None = Field(None, description="hub branch, tag or commit; None = main")
     hub_split: str = "train"
     image_column: str = "image"
     label_column: str = "label"
-    image_size: int = Field(256, gt=0, description="images of another size are resized to this")
-    classes: list[str] | None = Field(None, description="subset of class names; None = all")
-    on_corrupt: Literal["error", "skip"] = Field(
-        "error", description="unreadable image: stop with its path, or skip it with a warning"
+    download_size: str | None = Field(
+        None, description="what the hub download weighs, for messages, e.g. 'about 416 MB'"
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> DatasetConfig:
-        if (self.path is None) == (self.hub_id is None):
-            raise ValueError("give exactly one of dataset.path (ImageFolder) or dataset.hub_id")
+    def _has_a_source(self) -> DataSource:
+        if self.path is None and self.local is None and self.hub_id is None:
+            raise ValueError(
+                "give a source: path (an ImageFolder), local (a copy under $SYNTHAUG_DATA) "
+                "and/or hub_id (a Hugging Face dataset)"
+            )
         return self
+
+
+class DatasetConfig(DataSource):
+    """The study's real images: a `DataSource`, the image size and which classes."""
+
+    image_size: int = Field(256, gt=0, description="images of another size are resized to this")
+    classes: list[str] | None = Field(None, description="subset of class names; None = all")
+    class_words: dict[str, str] = Field(
+        {},
+        description="prompt words of a class, where its name does not read as words "
+        "(e.g. {01_forest: forest}); other classes: the name split into words",
+    )
+    on_corrupt: Literal["error", "skip"] = Field(
+        "error", description="unreadable image: stop with its path, or skip it with a warning"
+    )
 
 
 class SplitsConfig(_Section):
@@ -122,7 +145,7 @@ class PretrainConfig(_Section):
     """Pretrain the tiny base on real aerial images (VAE, then transformer, full fine-tune),
     so that its LoRA adapts a model that knows aerial scenes, as FLUX.1-dev does."""
 
-    path: str = Field(description="ImageFolder of real images, e.g. ../shared/data/aid")
+    data: DataSource = Field(description="the real images, e.g. AID: local aid, hub blanchon/AID")
     max_per_class: int | None = Field(None, gt=0, description="cap images per class")
     caption_template: str = Field(
         "an aerial image of {class_name}",

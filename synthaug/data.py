@@ -15,8 +15,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from synthaug.config import DatasetConfig, SplitsConfig, StudyConfig, config_hash, resolve_path
+from synthaug.config import DatasetConfig, DataSource, SplitsConfig, StudyConfig, config_hash
 from synthaug.io import read_csv, same_settings, sha256_bytes, write_csv, write_json
+from synthaug.sources import load_hub_dataset, locate
 
 log = logging.getLogger(__name__)
 
@@ -94,34 +95,28 @@ class FolderSource:
 class HubSource:
     """A Hugging Face `datasets` dataset: a hub id, or a folder written by `save_to_disk`."""
 
-    def __init__(self, cfg: DatasetConfig) -> None:
+    def __init__(self, src: DataSource, classes: list[str] | None) -> None:
         import datasets
 
-        assert cfg.hub_id is not None
-        local = resolve_path(cfg.hub_id)
-        if local.is_dir():
-            dataset = datasets.load_from_disk(str(local))
-            if isinstance(dataset, datasets.DatasetDict):
-                dataset = dataset[cfg.hub_split]
-        else:
-            dataset = datasets.load_dataset(cfg.hub_id, split=cfg.hub_split)
-        for column in (cfg.image_column, cfg.label_column):
+        dataset = load_hub_dataset(src)
+        for column in (src.image_column, src.label_column):
             if column not in dataset.column_names:
                 raise DataError(
-                    f"dataset {cfg.hub_id} has no column {column!r}; its columns are "
+                    f"dataset {src.hub_id} has no column {column!r}; its columns are "
                     f"{dataset.column_names} (set dataset.image_column/label_column)"
                 )
-        feature = dataset.features[cfg.label_column]
+        feature = dataset.features[src.label_column]
         names = getattr(feature, "names", None)
-        labels = [names[i] if names else str(i) for i in dataset[cfg.label_column]]
-        self.dataset = dataset.cast_column(cfg.image_column, datasets.Image(decode=False))
-        self.image_column = cfg.image_column
+        labels = [names[i] if names else str(i) for i in dataset[src.label_column]]
+        self.dataset = dataset.cast_column(src.image_column, datasets.Image(decode=False))
+        self.image_column = src.image_column
         self.labels = labels
+        self.fingerprint = getattr(dataset, "_fingerprint", None)
         available = sorted(set(labels))
-        missing = sorted(set(cfg.classes or []) - set(available))
+        missing = sorted(set(classes or []) - set(available))
         if missing:
-            raise DataError(f"classes {missing} are not in {cfg.hub_id}; found: {available}")
-        self.classes = sorted(cfg.classes) if cfg.classes else available
+            raise DataError(f"classes {missing} are not in {src.hub_id}; found: {available}")
+        self.classes = sorted(classes) if classes else available
 
     def read_bytes(self, ref: str) -> bytes:
         cell = self.dataset[int(ref)][self.image_column]
@@ -136,10 +131,28 @@ class HubSource:
         ]
 
 
-def open_source(cfg: DatasetConfig) -> FolderSource | HubSource:
-    if cfg.path is not None:
-        return FolderSource(resolve_path(cfg.path), cfg.classes)
-    return HubSource(cfg)
+def open_source(src: DataSource, classes: list[str] | None = None) -> FolderSource | HubSource:
+    """The images of `src` where `locate` finds them (a folder, or the hub), `classes` of
+    them (default: the dataset's own `classes` for a `DatasetConfig`, else all)."""
+    if classes is None and isinstance(src, DatasetConfig):
+        classes = src.classes
+    where = locate(src)
+    if where.kind == "folder":
+        return FolderSource(Path(where.where), classes)
+    return HubSource(src, classes)
+
+
+def source_record(source: FolderSource | HubSource, src: DataSource) -> dict[str, str | None]:
+    """Which source was read, for the manifest and provenance: the folder, or the hub id
+    with the revision asked for and the `datasets` fingerprint of what was read."""
+    if isinstance(source, FolderSource):
+        return {"kind": "folder", "folder": str(source.root), "local": src.local}
+    return {
+        "kind": "hub",
+        "hub_id": src.hub_id,
+        "revision": src.hub_revision,
+        "fingerprint": source.fingerprint,
+    }
 
 
 def decode_image(data: bytes, size: int, name: str = "image") -> Image.Image:
@@ -271,10 +284,13 @@ def prepare_data(cfg: StudyConfig, write: bool = True) -> Manifest:
     }
     if same_settings(cfg.paths.manifest_settings, settings, str(path)) and path.exists():
         return read_manifest(path)
-    manifest = make_splits(scan_records(open_source(cfg.dataset), cfg.dataset), cfg.splits)
+    source = open_source(cfg.dataset)
+    manifest = make_splits(scan_records(source, cfg.dataset), cfg.splits)
     if not write:
         return manifest
-    write_json(cfg.paths.manifest_settings, settings)
+    write_json(
+        cfg.paths.manifest_settings, {**settings, "source": source_record(source, cfg.dataset)}
+    )
     write_manifest(path, manifest)
     return manifest
 

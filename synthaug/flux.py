@@ -35,8 +35,10 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def prompt_for(cfg: StudyConfig, label: str) -> str:
-    """The class's prompt, its folder name written as words (`golfcourse` as `golf course`)."""
-    return cfg.generation.prompt_template.format(class_name=caption_words(label))
+    """The class's prompt: its `dataset.class_words`, else its name written as words
+    (`golfcourse` as `golf course`), the same from a folder name or a hub ClassLabel."""
+    words = cfg.dataset.class_words.get(label) or caption_words(label)
+    return cfg.generation.prompt_template.format(class_name=words)
 
 
 def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:

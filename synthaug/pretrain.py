@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from synthaug.config import TINY, StudyConfig, config_hash, resolve_path
-from synthaug.data import FolderSource, decode_image
+from synthaug.config import TINY, StudyConfig, config_hash
+from synthaug.data import decode_image, open_source
 from synthaug.flux import encode_prompts, flow_matching_loss, step_seed
 from synthaug.io import write_json
 from synthaug.models import (
@@ -30,6 +30,7 @@ from synthaug.models import (
     tiny_flux_pipeline,
 )
 from synthaug.progress import Progress
+from synthaug.sources import locate
 from synthaug.vocab import caption_words
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def load_images(cfg: StudyConfig) -> tuple[torch.Tensor, list[str], list[str]]:
     """Every pretraining image as uint8 (N, 3, R, R) at the generator's resolution."""
     pre = cfg.generator.pretrain
     assert pre is not None
-    source = FolderSource(resolve_path(pre.path), None)
+    source = open_source(pre.data)
     size = cfg.generator.resolution
     arrays, labels = [], []
     for ref, label, data in source.scan():
@@ -188,6 +189,7 @@ def base_key(cfg: StudyConfig) -> str:
         TOKENIZERS_VERSION,
         PRETRAINING_VERSION,
         pre.model_dump(mode="json"),
+        locate(pre.data).kind,  # a local copy and the hub's may differ (AID: 150 vs 600 px)
         g.resolution,
         g.max_sequence_length,
         g.timestep_sampling,

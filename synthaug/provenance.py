@@ -9,6 +9,7 @@ versions, the Python, the platform and the code's git commit it ran with.
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import subprocess
 import sys
@@ -93,6 +94,13 @@ def write_config(cfg: StudyConfig) -> None:
     atomic_write_text(cfg.paths.config, resolved_config(cfg))
 
 
+def data_source(cfg: StudyConfig) -> dict | None:
+    """Which source the manifest's images were read from (a folder, or a hub id with its
+    fingerprint), as the data stage recorded it; None before the manifest exists."""
+    path = cfg.paths.manifest_settings
+    return json.loads(path.read_text()).get("source") if path.exists() else None
+
+
 def record(cfg: StudyConfig, task: str) -> None:
     """`provenance/<task>.json`: what this task is about to make its outputs with."""
     write_json(
@@ -101,6 +109,7 @@ def record(cfg: StudyConfig, task: str) -> None:
             "task": task,
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             **environment(),
+            "data": data_source(cfg),
             "config": cfg.model_dump(mode="json"),
         },
     )

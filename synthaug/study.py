@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthaug.config import (
+    TINY,
     ConfigError,
     StudyConfig,
     apply_overrides,
@@ -29,6 +30,9 @@ from synthaug.config import (
 )
 from synthaug.kernels import WarmKernel
 from synthaug.progress import STATUS_ENV, LiveStatus, clock
+
+if TYPE_CHECKING:
+    from synthaug.data import Manifest
 
 STAGES = ("lora", "generate", "classify", "analysis", "book")
 
@@ -172,7 +176,7 @@ def execute(
     partial.replace(output)
 
 
-def check_design(cfg: StudyConfig, write: bool = True) -> None:
+def check_design(cfg: StudyConfig, write: bool = True) -> Manifest:
     """Before any compute: every cell of the study can be drawn from the splits and the
     generated count, or a `DataError` names each cell, the count it needs and the count
     available. (The splits themselves are checked when the manifest is made; it is written
@@ -180,10 +184,45 @@ def check_design(cfg: StudyConfig, write: bool = True) -> None:
     from synthaug.data import DataError, prepare_data
     from synthaug.design import shortfalls, study_cells
 
+    check_models(cfg)
     manifest = prepare_data(cfg, write=write)
     problems = shortfalls(cfg, study_cells(cfg, len(manifest.classes)), manifest)
+    problems += [
+        f"dataset.class_words names {label!r}, which is not a class of the study"
+        for label in sorted(set(cfg.dataset.class_words) - set(manifest.classes))
+    ]
     if problems:
         raise DataError(f"study {cfg.name} cannot run as planned:\n  " + "\n  ".join(problems))
+    return manifest
+
+
+def check_models(cfg: StudyConfig) -> None:
+    """Every hub model the study loads can be had (cached, or downloadable with access),
+    or a `SourceError` says why, before any data is read or compute spent."""
+    from synthaug.models import DINOV2_OFFLINE
+    from synthaug.sources import check_model
+
+    if cfg.generator.base_model != TINY:
+        check_model(cfg.generator.base_model, "generator.base_model", "model_index.json")
+    if cfg.classifier.model not in (TINY, DINOV2_OFFLINE):
+        check_model(cfg.classifier.model, "classifier.model", "config.json")
+
+
+def data_line(cfg: StudyConfig, manifest: Manifest) -> str:
+    """Where the study's real images come from, and how many of them the splits use."""
+    from synthaug.sources import locate
+
+    return (
+        f"{locate(cfg.dataset).describe()}: {len(manifest.classes)} classes, "
+        f"{len(manifest.records)} images in the splits"
+    )
+
+
+def prompt_lines(cfg: StudyConfig, classes: list[str]) -> list[str]:
+    """Each class's prompt, as the LoRA and generation will use it (shown by dry runs)."""
+    from synthaug.flux import prompt_for
+
+    return [f"  {label!r:28s} -> {prompt_for(cfg, label)!r}" for label in classes]
 
 
 def _check_rebuild(stage: str | None, rebuild: bool) -> None:
@@ -268,7 +307,7 @@ def run_study(
     _check_rebuild(stage, rebuild)
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
-    check_design(cfg, write=not dry_run)
+    manifest = check_design(cfg, write=not dry_run)
     tasks = list_tasks(cfg, stage)
     todo = _to_run(tasks, stage, rebuild)
     echo(
@@ -276,6 +315,10 @@ def run_study(
         f"{len(todo)} to run -> {cfg.run_dir}"
     )
     if dry_run:
+        echo(f"data: {data_line(cfg, manifest)}")
+        echo("prompts (set dataset.class_words where a name does not read as words):")
+        for line in prompt_lines(cfg, manifest.classes):
+            echo(line)
         for task in tasks:
             status = "todo" if task in todo else "done"
             echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
@@ -423,8 +466,8 @@ def _prepare_parallel_cells(
     if cfg.classifier.mode != "linear_probe":
         return
     from synthaug.classify import CellRunner
+    from synthaug.design import Cell
 
-    seconds = CellRunner(cfg).warm_features(
-        with_generated=any(t.parameters["n_generated"] for t in tasks)
-    )
-    echo(f"features of every image cached in {seconds:.1f}s")
+    cells = [Cell(**{"arm": "lora", **t.parameters}) for t in tasks]
+    seconds = CellRunner(cfg).warm_features(cells)
+    echo(f"features of the images the cells draw cached in {seconds:.1f}s")

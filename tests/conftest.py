@@ -1,16 +1,59 @@
-"""Shared fixtures: the real UC Merced images beside the repo, a per-session model cache."""
+"""Shared fixtures: real aerial images found as the study finds them, a per-session model cache.
+
+The images come from `$SYNTHAUG_DATA` (default `../shared/data` beside the project), else
+they are streamed once from the hub into `~/.cache/synthaug/test-data` (only the images
+the tests use). Where neither works, the session stops with one message saying how to
+provide them.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from synthaug.config import StudyConfig, load_config
+from synthaug.sources import DATA_ENV, SourceError, data_root, materialize
 
 ROOT = Path(__file__).resolve().parents[1]
-UCMERCED = ROOT.parent / "shared" / "data" / "ucmerced"
-AID = ROOT.parent / "shared" / "data" / "aid"
+os.environ.setdefault("SYNTHAUG_ROOT", str(ROOT))
+TEST_DATA = Path(os.environ.get("SYNTHAUG_TEST_DATA", "~/.cache/synthaug/test-data")).expanduser()
+AID_PER_CLASS = 20  # the most any test reads from one AID class
+
+
+def local_data() -> Path | None:
+    """The data root holding `ucmerced/` and `aid/`, found by the study's own rule."""
+    root = data_root()
+    return root if root and (root / "ucmerced").is_dir() and (root / "aid").is_dir() else None
+
+
+DATA = local_data() or TEST_DATA
+os.environ[DATA_ENV] = str(DATA)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With no local copy, stream the tests' images from the hub once, or stop the session
+    with one message that says how to provide them."""
+    if DATA != TEST_DATA:
+        return
+    profile = load_config(ROOT / "params" / "ucmerced-cpu.yaml")
+    assert profile.generator.pretrain is not None
+    try:
+        materialize(profile.dataset, TEST_DATA / "ucmerced")
+        materialize(profile.generator.pretrain.data, TEST_DATA / "aid", AID_PER_CLASS)
+    except SourceError as error:
+        pytest.exit(
+            f"the tests need real UC Merced and AID images and found none: {error}\n"
+            f"Set {DATA_ENV} to a folder holding ucmerced/<class>/<image> and "
+            "aid/<class>/<image>, or run once with internet access (they are then streamed "
+            f"from the hub into {TEST_DATA})",
+            returncode=3,
+        )
+
+
+UCMERCED = DATA / "ucmerced"
+AID = DATA / "aid"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,8 +68,6 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def ucmerced() -> Path:
-    if not UCMERCED.is_dir():
-        pytest.fail(f"real UC Merced images are expected at {UCMERCED} (../shared/data/ucmerced)")
     return UCMERCED
 
 

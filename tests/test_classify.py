@@ -5,13 +5,19 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from synthaug.classify import CellRunner, run_cell, sample_balanced
+from synthaug.classify import (
+    CellRunner,
+    FeatureCache,
+    feature_cache_path,
+    run_cell,
+    sample_balanced,
+)
 from synthaug.config import load_config
 from synthaug.data import DataError, prepare_data
 from synthaug.design import Cell, default_real_count, study_cells
 from synthaug.io import SettingsMismatch
 
-from .conftest import ROOT, smoke_config
+from .conftest import ROOT, UCMERCED, smoke_config
 
 
 def test_study_cells_cover_mixes_baselines_and_seeds() -> None:
@@ -67,7 +73,7 @@ def fake_generated_set(cfg, split: str = "pool") -> None:
         writer.writerow(["file", "label", "sha256"])
         for record in manifest.split(split):
             (out / record.label).mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT.parent / "shared/data/ucmerced" / record.ref, out / record.ref)
+            shutil.copy(UCMERCED / record.ref, out / record.ref)
             writer.writerow([record.ref, record.label, record.sha256])
     shutil.move(out.parent / "generated.csv", out / "manifest.csv")
 
@@ -191,3 +197,18 @@ def test_ceilings_train_on_lora_images_at_the_generator_resolution(tmp_path, ucm
     [decoded] = vae_roundtrip(cfg)([image])
     assert decoded.size == (32, 32)
     assert np.asarray(decoded).tobytes() != np.asarray(image.resize((32, 32))).tobytes()
+
+
+def test_features_are_computed_only_for_the_images_the_cells_draw(tmp_path, ucmerced) -> None:
+    """A pool far larger than the cells' draws costs only the draws (and the test split)."""
+    cfg = smoke_config(tmp_path)
+    fake_generated_set(cfg)
+    runner = CellRunner(cfg)
+    cells = [Cell(0, 10, 0), Cell(0, 10, 1), Cell(5, 5, 0)]
+    runner.warm_features(cells)
+    drawn = {r.sha256 for c in cells for r in runner.training_set(c)}
+    test = {r.sha256 for r in runner.manifest.split("test")}
+    cached = set(FeatureCache(feature_cache_path(cfg)).rows)
+    assert cached == drawn | test
+    assert len(cached) < len(runner.manifest.split("pool")) + len(test)
+    assert run_cell(cfg, 0, 10, 1)["timings"]["features_s"] == 0.0  # nothing more computed

@@ -11,6 +11,7 @@ from synthaug.config import (
     from_notebook,
     load_config,
 )
+from synthaug.sources import locate
 
 from .conftest import ROOT
 
@@ -113,9 +114,9 @@ def test_paper_profile_runs_the_paper_arm_only() -> None:
     assert cfg.generation.arms == ["lora"] and cfg.study.sample_efficiency is None
 
 
-def test_dataset_needs_exactly_one_source() -> None:
-    with pytest.raises(ConfigError, match="exactly one of dataset.path"):
-        build_config(raw(), {"dataset.hub_id": "blanchon/PatternNet"})
+def test_dataset_needs_a_source() -> None:
+    with pytest.raises(ConfigError, match="give a source"):
+        build_config(raw(), {"dataset.local": None, "dataset.hub_id": None})
 
 
 def test_study_needs_one_mix_form() -> None:
@@ -180,4 +181,4 @@ def test_relative_paths_resolve_from_project_root(monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(ROOT / "tests")
     cfg = load_config("params/smoke.yaml")
     assert cfg.run_dir == ROOT / "runs" / "smoke"
-    assert Path(ROOT / cfg.dataset.path).is_dir()
+    assert Path(locate(cfg.dataset).where).is_dir()

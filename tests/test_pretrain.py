@@ -9,7 +9,7 @@ from .conftest import AID, smoke_config
 
 # A pretraining small enough for a test: 2 AID images a class, 2 steps each.
 PRETRAIN = {
-    "generator.pretrain.path": str(AID),
+    "generator.pretrain.data.path": str(AID),
     "generator.pretrain.max_per_class": 2,
     "generator.pretrain.vae_steps": 2,
     "generator.pretrain.transformer_steps": 2,

@@ -2,11 +2,11 @@
 
 import json
 import re
+from importlib import metadata
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from synthaug.analysis import conclusion
@@ -47,7 +47,9 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
     # the run records what made it: a config that loads as a profile, versions per task
     assert load_config(cfg.paths.config) == cfg
     record = json.loads(cfg.paths.provenance("01_lora").read_text())
-    assert record["packages"]["torch"] == torch.__version__ and record["config"]["name"] == "smoke"
+    torch_version = metadata.version("torch")  # read as provenance reads it (no +cu130 suffix)
+    assert record["packages"]["torch"] == torch_version and record["config"]["name"] == "smoke"
+    assert record["data"]["kind"] == "folder" and record["data"]["local"] == "ucmerced"
     assert cfg.paths.provenance("03_train_ratio-base-gen15-real0-seed1").is_file()
     # the end of the run: the report's path and the answer
     assert f"report: {cfg.paths.book_index}" in lines
@@ -86,7 +88,7 @@ def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
     page = (cfg.paths.book / "reproduce.md").read_text()
     command = "synthaug run -f " + str(cfg.paths.config) + " --stage analysis --rebuild"
     assert f"| Table 2 · Accuracy and mse per mix | 04_analysis | `{command}` |" in page
-    assert "| torch | " + torch.__version__ + " |" in page
+    assert "| torch | " + metadata.version("torch") + " |" in page
     before = cfg.paths.executed("04_analysis").stat().st_mtime
     cells_before = {p: p.stat().st_mtime for p in cfg.paths.cells.glob("*/metrics.json")}
     redone = run_study(cfg.paths.config, stage="analysis", rebuild=True, echo=lambda _line: None)
@@ -162,7 +164,10 @@ def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
         echo=lines.append,
     )
     assert lines[0].endswith("48 tasks, 0 done, 48 to run -> " + str(tmp_path / "smoke"))
-    assert "[todo] lora" in lines[1] and not (tmp_path / "smoke").exists()
+    assert lines[1].startswith("data: local folder ") and "5 classes, 80 images" in lines[1]
+    assert "'agricultural'" in lines[3] and "-> 'an aerial image of agricultural'" in lines[3]
+    tasks = [line for line in lines if "[todo]" in line or "[done]" in line]
+    assert "[todo] lora" in tasks[0] and not (tmp_path / "smoke").exists()
 
 
 def _smoke_sections(output_dir) -> dict:
@@ -315,11 +320,20 @@ def patternnet_like(tmp_path_factory, ucmerced):
     return folder
 
 
+@pytest.fixture
+def hub_models(monkeypatch) -> list[str]:
+    """The paper's hub models, as if cached: the model checks are recorded, not sent."""
+    checked: list[str] = []
+    monkeypatch.setattr("synthaug.sources.check_model", lambda repo, *_: checked.append(repo))
+    return checked
+
+
 def _paper_on(folder, output_dir, **overrides) -> dict:
     """params/paper.yaml on the local folder, with splits that fit 4 images a class."""
     return {
         "output_dir": str(output_dir),
         "dataset.hub_id": str(folder),
+        "dataset.local": None,
         "splits.lora": 38,
         "splits.test": 38,
         **overrides,
@@ -327,7 +341,7 @@ def _paper_on(folder, output_dir, **overrides) -> dict:
 
 
 def test_paper_plan_that_cannot_be_drawn_stops_before_any_compute(
-    patternnet_like, tmp_path
+    patternnet_like, tmp_path, hub_models
 ) -> None:
     with pytest.raises(DataError) as caught:
         run_study(ROOT / "params/paper.yaml", _paper_on(patternnet_like, tmp_path), dry_run=True)
@@ -340,7 +354,7 @@ def test_paper_plan_that_cannot_be_drawn_stops_before_any_compute(
     assert not (tmp_path / "paper").exists()  # nothing was written, nothing ran
 
 
-def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path) -> None:
+def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path, hub_models) -> None:
     lines: list[str] = []
     todo = run_study(
         ROOT / "params/paper.yaml",
@@ -351,6 +365,12 @@ def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path) -> None
     # 7 mixes + 7 same-real baselines + full real + CAS (61 generated, = real-only 61), x 3 seeds
     assert len(todo) == 2 + 16 * 3 + 2
     assert any("'n_generated': 61, 'n_real': 0" in line for line in lines)
+    assert hub_models == ["black-forest-labs/FLUX.1-dev", "google/vit-base-patch16-224-in21k"]
+    prompts = [line.split(" -> ") for line in lines if line.startswith("  '")]
+    assert len(prompts) == 38
+    assert ["'baseball field'", "'an aerial image of baseball field'"] in [
+        [word.strip() for word in pair] for pair in prompts
+    ]
 
 
 def test_generated_only_baseline_fits_the_generated_set() -> None:
