@@ -22,9 +22,9 @@ from synthaug import provenance
 from synthaug.classify import CellRunner
 from synthaug.config import StudyConfig, project_root
 from synthaug.data import ImageRecord
-from synthaug.design import by_pair, cell_arm, design_cells, study_cells
+from synthaug.design import by_pair, cell_arm, design_cells, runs_interval, study_cells
 from synthaug.io import read_json
-from synthaug.metrics import frechet_distance, interval_columns, prdc
+from synthaug.metrics import frechet_distance, prdc
 
 PRDC_K = 5  # neighbours of precision/recall/density/coverage (Naeem et al.'s default)
 
@@ -48,6 +48,8 @@ class Analysis:
     paper_mse_text: str
     conclusion: str
     answer: list[str]
+    interval_note: str
+    variance: pd.DataFrame
 
 
 def collect(runner: CellRunner) -> list[dict]:
@@ -70,7 +72,7 @@ def table1(cfg: StudyConfig) -> pd.DataFrame:
     from synthaug.models import base_name
 
     g = cfg.generator
-    summary_path = cfg.paths.lora_summary
+    summary_path = cfg.first_generator().paths.lora_summary
     summary = read_json(summary_path) if summary_path.exists() else {}
     rows = {
         "base model": base_name(summary["base_model"]) if summary else g.base_model,
@@ -216,13 +218,11 @@ def table2(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
             "n_generated": mix.n_generated,
             "share": share,
             "seeds": len(runs),
-            **interval_columns([m["mse"] for m in runs], "mse"),
-            **interval_columns([m["accuracy"] for m in runs], "accuracy"),
+            **runs_interval(runs, "mse"),
+            **runs_interval(runs, "accuracy"),
         }
         same = groups.get((0, mix.n_real), [])
-        row.update(
-            interval_columns([m["accuracy"] for m in same], "real_only_accuracy") if same else {}
-        )
+        row.update(runs_interval(same, "accuracy", "real_only_accuracy") if same else {})
         row["paper_accuracy"] = paper["accuracy"].get(share, np.nan)
         row["paper_mse"] = paper["mse"].get(share, np.nan)
         rows.append(row)
@@ -247,7 +247,7 @@ def baselines(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
                     "n_generated": key[0],
                     "n_real": key[1],
                     "seeds": len(groups[key]),
-                    **interval_columns([m["accuracy"] for m in groups[key]], "accuracy"),
+                    **runs_interval(groups[key], "accuracy"),
                 }
             )
     return pd.DataFrame(rows)
@@ -284,7 +284,8 @@ def quality(runner: CellRunner, cells: list[dict], arm: str = "lora") -> pd.Data
     classifier, mean over seeds), the Fréchet distance, and precision, recall, density and
     coverage (`metrics.prdc`, k=5), on equal counts per class (a seeded sample of the pool
     the size of the class's generated images). Features come from the shared feature
-    cache; those missing (every one, in `classifier.mode: full`) are computed first."""
+    cache; those missing (every one, in `classifier.mode: full`) are computed first. The
+    synthetic set is the first generator seed's (`StudyConfig.first_generator`)."""
 
     cfg = runner.cfg
     generated_only = by_pair(cells, arm).get((cfg.study.generated_only_count, 0), [])
@@ -294,9 +295,11 @@ def quality(runner: CellRunner, cells: list[dict], arm: str = "lora") -> pd.Data
         per_class = pd.DataFrame([m["per_class_accuracy"] for m in generated_only]).mean()
         table["cas"] = per_class
         table.loc["all classes", "cas"] = np.mean([m["accuracy"] for m in generated_only])
-    if not cfg.paths.arm_manifest(arm).exists():
+    shown = cfg.first_generator()
+    if not shown.paths.arm_manifest(arm).exists():
         return table
-    pairs = frechet_samples(runner.manifest.split("pool"), runner.generated(arm))
+    generated = runner.generated(arm, shown.generator_seed)
+    pairs = frechet_samples(runner.manifest.split("pool"), generated)
     cache = runner.feature_cache
     cache.ensure([r for real, fake in pairs.values() for r in real + fake], runner.features)
     pairs["all classes"] = tuple(
@@ -329,7 +332,7 @@ def arms(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
                         "n_real": cell.n_real,
                         "share": round(cell.n_generated / (cell.n_generated + cell.n_real), 3),
                         "seeds": len(runs),
-                        **interval_columns([m["accuracy"] for m in runs], "accuracy"),
+                        **runs_interval(runs, "accuracy"),
                     }
                 )
     return pd.DataFrame(rows)
@@ -499,7 +502,8 @@ def nearest_lora_images(runner: CellRunner) -> pd.DataFrame:
     images of the class are."""
     cache = runner.feature_cache
     lora = runner.manifest.split("lora")
-    queries = {"generated": runner.generated(), "real test": runner.manifest.split("test")}
+    generated = runner.generated("lora", runner.cfg.first_generator().generator_seed)
+    queries = {"generated": generated, "real test": runner.manifest.split("test")}
     cache.ensure(lora + [r for rs in queries.values() for r in rs], runner.features)
 
     def unit(records: list[ImageRecord]) -> torch.Tensor:
@@ -559,7 +563,7 @@ def frechet_samples(
 
 
 def _interval(row, name: str) -> tuple[float, float, float]:
-    """A table row's `name` and its 95% CI bounds (the columns `interval_columns` made)."""
+    """A table row's `name` and its 95% CI bounds (the columns `design.runs_interval` made)."""
     return getattr(row, name), getattr(row, f"{name}_ci_low"), getattr(row, f"{name}_ci_high")
 
 
@@ -625,6 +629,66 @@ VERDICT = {
 }
 
 
+def interval_note(cfg: StudyConfig) -> str:
+    """What randomness every interval of the report includes, in words."""
+    generators, classifiers = len(cfg.study.generator_seeds), len(cfg.study.seeds)
+    real = (
+        f"Real-only intervals are t-intervals over the {classifiers} classifier seeds (which "
+        "real images are drawn, the head's initialisation and order): no generator is involved."
+    )
+    if generators < 2:
+        return (
+            "Every interval is a 95% t-interval over the classifier seeds only: the LoRA and "
+            "its synthetic sets were made once (one generator seed), so the generator's own "
+            "randomness is not in them (`study.generator_seeds` adds it). " + real
+        )
+    return (
+        f"Intervals of cells with generated images (mixes, CAS) are 95% t-intervals over "
+        f"the {generators} generator seeds of each seed's mean over the {classifiers} "
+        "classifier seeds: each generator seed is its own LoRA (initialisation, noise, "
+        "order) and its own generated images, so the intervals include the generator's "
+        "randomness as well as the classifier's draws (though not that of the pretrained "
+        "base, which is shared). " + real + " The same-real comparison and the verdicts use "
+        "these intervals."
+    )
+
+
+def variance(t2: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """Per mix and CAS: how many generator and classifier seeds ran, and which share of
+    the accuracy's variance lies between generator seeds (the rest: classifier draws)."""
+    rows = [
+        (f"{row.n_generated} : {row.n_real}", row)
+        for table in (t2, base)
+        if not table.empty
+        for row in table.itertuples()
+        if row.n_generated
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "generated : real": name,
+                "generator seeds": int(row.accuracy_generator_seeds),
+                "classifier seeds": int(row.seeds // row.accuracy_generator_seeds),
+                "variance between generator seeds": row.accuracy_generator_share,
+                "variance between classifier seeds": 1 - row.accuracy_generator_share,
+            }
+            for name, row in rows
+        ]
+    )
+
+
+def covers(row) -> str:
+    """` (95% CI over 3 generator seeds)` where a row's interval includes the generator."""
+    generators = int(getattr(row, "accuracy_generator_seeds", 1))
+    return f" (95% CI over {generators} generator seeds)" if generators > 1 else ""
+
+
+def seeds_text(row) -> str:
+    """`3 x 3` (generator x classifier seeds) for a row with generated images, else `3`."""
+    generators, seeds = int(getattr(row, "accuracy_generator_seeds", 1)), int(row.seeds)
+    return f"{generators} x {seeds // generators}" if generators > 1 else f"{seeds}"
+
+
 def table2_report(t2: pd.DataFrame) -> pd.DataFrame:
     """Table 2 as a reader compares it with the paper: per mix, accuracy with its 95% CI,
     real-only with the same real images, the verdict, and the paper's values."""
@@ -637,7 +701,7 @@ def table2_report(t2: pd.DataFrame) -> pd.DataFrame:
             {
                 "generated : real": f"{row.n_generated} : {row.n_real}",
                 "generated share": f"{row.share:.0%}",
-                "seeds": row.seeds,
+                "seeds": seeds_text(row),
                 "accuracy [95% CI]": interval_text(*mix),
                 "real only, same real images": interval_text(*same) if same else "not run",
                 "mix vs real only": VERDICT[_compare(mix, same)] if same else "",
@@ -659,7 +723,7 @@ def baselines_report(base: pd.DataFrame) -> pd.DataFrame:
         {
             "baseline": row.baseline,
             "generated : real": f"{row.n_generated} : {row.n_real}",
-            "seeds": row.seeds,
+            "seeds": seeds_text(row),
             "accuracy [95% CI]": interval_text(*_interval(row, "accuracy")),
         }
         for row in base.itertuples()
@@ -683,6 +747,7 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
         line = (
             f"best mix, {int(best.n_generated)} generated + {int(best.n_real)} real: accuracy "
             + interval_text(*mix)
+            + covers(best)
         )
         if not np.isnan(best.get("real_only_accuracy", np.nan)):
             same = _interval(best, "real_only_accuracy")
@@ -697,6 +762,7 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
         line = (
             f"generated only (CAS), {int(cas.n_generated)} images: "
             + interval_text(*_interval(cas, "accuracy"))
+            + covers(cas)
             + f" (chance {1 / n_classes:.3f})"
         )
         if "real only, same count as CAS" in rows.index:
@@ -735,11 +801,13 @@ def analyze(cfg: StudyConfig) -> Analysis:
         sample_efficiency_text=efficiency_text(efficiency),
         ceilings=ceilings(runner, cells),
         nearest=nearest_lora_images(runner)
-        if cfg.paths.generated_manifest.exists()
+        if cfg.first_generator().paths.generated_manifest.exists()
         else pd.DataFrame(),
         mse_readings=mse_readings(cfg, paper),
         paper_mse_fit=fit,
         paper_mse_text=fit_text,
         conclusion=conclusion(t2, base),
         answer=answer(t2, base, len(runner.classes)) + arms_answer(arm_table),
+        interval_note=interval_note(cfg),
+        variance=variance(t2, base),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,19 @@ def _arm(stem: str) -> str:
     base-gen...`): `lora` when it names none."""
     rest = stem.split("-", 1)[1] if "-" in stem else ""
     first = rest.split("-", 1)[0]
-    return "lora" if not first or first.startswith(("gen", "shard")) else first
+    plain = not first or first.startswith(("gen", "shard")) or _generator_seed(first) is not None
+    return "lora" if plain else first
+
+
+def _generator_seed(part: str) -> int | None:
+    """The seed of a name part `g2` (a generator seed's task or cell), else None."""
+    return int(part[1:]) if part[:1] == "g" and part[1:].isdigit() else None
+
+
+def _seed_of(stem: str) -> int:
+    """The generator seed of an executed notebook (0 when it names none)."""
+    seeds = [_generator_seed(part) for part in stem.split("-")]
+    return next((seed for seed in seeds if seed is not None), 0)
 
 
 def _order(stem: str) -> tuple:
@@ -51,7 +64,7 @@ def table_of_contents(names: list[str]) -> dict:
     """04_analysis is the front page (the question, the answer, the tables and figures);
     then the LoRA and generation pages; then one page listing every classifier cell, whose
     pages sit under it (collapsed in the sidebar); last, how to reproduce each page."""
-    chapters = [{"file": n} for n in names if n == "01_lora" or n.startswith("02_generate")]
+    chapters = [{"file": n} for n in names if n.startswith(("01_lora", "02_generate"))]
     cells = [{"file": n} for n in names if n.startswith("03_train_ratio")]
     if cells:
         chapters.append({"file": CELLS_PAGE, "sections": cells})
@@ -121,9 +134,13 @@ def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
         lines += [
             "## Versions",
             "",
-            f"The analysis ran with Python {env['python']} on {env['platform']}, code "
-            f"revision `{env['code_revision']}`, GPU: {env['gpu'] or 'none'}. Every task's "
-            f"own record is in `{_shown(record.parent)}/`.",
+            f"The analysis ran with Python {env['python']} on {env['platform']}, CPU "
+            f"{env.get('cpu', '?')} (torch kernels: {env.get('cpu_isa', '?')}, "
+            f"{env.get('torch_threads', '?')} threads), code revision "
+            f"`{env['code_revision']}`, GPU: {env['gpu'] or 'none'}. Float results of the "
+            "generator differ in their last bits between CPU models, instruction sets and "
+            "thread counts; the generator-seed intervals carry that uncertainty. Every "
+            f"task's own record is in `{_shown(record.parent)}/`.",
             "",
             "| package | version |",
             "|---|---|",
@@ -164,10 +181,14 @@ def page_title(stem: str) -> str | None:
     """A page's own title where the notebook's would repeat: each classifier cell
     (`03 · generated 210 : real 840, seed 0`), another arm's synthetic set (`02 · The
     synthetic set: base arm`); None keeps the notebook's."""
+    seed = _seed_of(stem)
+    of_seed = f", generator seed {seed}" if seed else ""
     if stem.startswith("03_train_ratio-"):
         return f"03 · {_title(stem.removeprefix('03_train_ratio-'))}"
-    if stem.startswith("02_generate") and _arm(stem) != "lora":
-        return f"02 · The synthetic set: {_arm(stem)} arm"
+    if stem.startswith("02_generate") and (_arm(stem) != "lora" or seed):
+        return f"02 · The synthetic set: {_arm(stem)} arm{of_seed}"
+    if stem.startswith("01_lora") and seed:
+        return f"01 · The LoRA{of_seed}"
     return None
 
 
@@ -176,6 +197,7 @@ def _title(cell: str) -> str:
     `base-gen210-...` -> `base: generated 210 : ...`."""
     arm, _, rest = cell.rpartition("gen")
     title = f"generated {rest}".replace("-real", " : real ").replace("-seed", ", seed ")
+    title = re.sub(r"-g(\d+),", r", generator seed \1,", title)
     return f"{arm.removesuffix('-')}: {title}" if arm else title
 
 

@@ -330,7 +330,7 @@ class CellRunner:
         self.manifest = prepare_data(cfg)
         self.classes = self.manifest.classes
         self._backbone: Backbone | None = None
-        self._generated: dict[str, list[ImageRecord]] = {}
+        self._generated: dict[tuple[str, int], list[ImageRecord]] = {}
         self.load = ImageLoader(cfg.dataset, cfg.paths.root)
 
     @functools.cached_property
@@ -344,17 +344,24 @@ class CellRunner:
             self._backbone = Backbone(self.cfg, self.classes)
         return self._backbone
 
-    def generated(self, arm: str = "lora") -> list[ImageRecord]:
-        """One arm's synthetic set (its manifest read once)."""
-        if arm not in self._generated:
-            self._generated[arm] = read_generated_manifest(self.cfg.paths.arm_manifest(arm))
-        return self._generated[arm]
+    def generated(self, arm: str = "lora", generator_seed: int = 0) -> list[ImageRecord]:
+        """One arm's synthetic set of one generator seed (its manifest read once)."""
+        key = (arm, generator_seed)
+        if key not in self._generated:
+            self._generated[key] = read_generated_manifest(self._arm_manifest(*key))
+        return self._generated[key]
+
+    def _arm_manifest(self, arm: str, generator_seed: int) -> Path:
+        return self.cfg.at_generator_seed(generator_seed).paths.arm_manifest(arm)
 
     def cell_hash(self, cell: Cell) -> str:
-        inputs = [asdict(cell), sha256_file(self.cfg.paths.manifest)]
+        key = asdict(cell)
+        if not cell.generator_seed:  # generator seed 0: the key cells had before seeds
+            del key["generator_seed"]
+        inputs = [key, sha256_file(self.cfg.paths.manifest)]
         if cell.n_generated:
-            self.generated(cell.arm)  # a clear error if the generate stage has not run
-            inputs.append(sha256_file(self.cfg.paths.arm_manifest(cell.arm)))
+            self.generated(cell.arm, cell.generator_seed)  # a clear error if not generated
+            inputs.append(sha256_file(self._arm_manifest(cell.arm, cell.generator_seed)))
         return config_hash(self.cfg.classifier, *inputs)
 
     def warm_features(self, cells: list[Cell]) -> float:
@@ -372,7 +379,7 @@ class CellRunner:
         )
         if not cell.n_generated:
             return real
-        generated = self.generated(cell.arm)
+        generated = self.generated(cell.arm, cell.generator_seed)
         return real + sample_balanced(
             generated, cell.n_generated, self.classes, cell.seed, "generated"
         )
@@ -456,8 +463,10 @@ class CellRunner:
 def run_cell(
     cfg: StudyConfig, n_generated: int, n_real: int | None, seed: int, arm: str = "lora"
 ) -> dict:
-    """Notebook 03's one call: train and test the classifier on one mix of one arm."""
+    """Notebook 03's one call: train and test the classifier on one mix of one arm, with
+    the synthetic set of `cfg`'s generator seed."""
     if n_real is None:
         n_real = default_real_count(cfg.study, n_generated)
     cfg.generation.check_arm(arm)
-    return CellRunner(cfg).run(Cell(n_generated, n_real, seed, arm))
+    cell = Cell(n_generated, n_real, seed, arm, cfg.generator_seed)
+    return CellRunner(cfg.at_generator_seed(0)).run(cell)

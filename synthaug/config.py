@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from synthaug.paths import RunPaths
 
@@ -171,6 +179,13 @@ class PretrainConfig(_Section):
     transformer_steps: int = Field(600, gt=0)
     transformer_learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(32, gt=0)
+    threads: int = Field(
+        2,
+        gt=0,
+        description="CPU threads the transformer's pretraining runs on, whatever the machine "
+        "has (the VAE's runs on one): the thread count changes the float sums and so the "
+        "base's bits (bench/base_drift.py)",
+    )
     seed: int = 0
 
 
@@ -319,7 +334,15 @@ class StudySection(_Section):
     mixes: list[StudyMix] | None = Field(None, description="explicit generated:real pairs")
     generated_shares: list[float] | None = Field(None, description="shares of generated images")
     total: int | None = Field(None, gt=0, description="images per mix, with generated_shares")
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[int] = Field([0], min_length=1, description="classifier seeds of every cell")
+    generator_seeds: list[int] = Field(
+        [0],
+        min_length=1,
+        description="the LoRA and its synthetic sets are made once per generator seed g "
+        "(generator.seed + g seeds the LoRA's initialisation, noise and order, "
+        "generation.seed + g its images); mix cells run for every (g, seed), real-only "
+        "cells once per seed",
+    )
     baseline_real_same_count: bool = True
     baseline_real_full: bool = True
     baseline_generated_only: bool = True
@@ -336,6 +359,13 @@ class StudySection(_Section):
         description="run a stage's notebooks in one warm kernel per worker, cleared before "
         "each notebook (false: a fresh kernel per notebook)",
     )
+
+    @field_validator("seeds", "generator_seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct: {seeds}")
+        return seeds
 
     @model_validator(mode="after")
     def _one_form(self) -> StudySection:
@@ -388,10 +418,45 @@ class StudyConfig(_Section):
         """Where every stage of this study writes: <output_dir>/<name>."""
         return resolve_path(self.output_dir) / self.name
 
+    _generator_seed: int = PrivateAttr(0)
+
+    @property
+    def generator_seed(self) -> int:
+        """The generator seed this config makes and reads (`at_generator_seed`)."""
+        return self._generator_seed
+
+    def at_generator_seed(self, seed: int | None) -> StudyConfig:
+        """This study as generator seed `seed` makes it: the LoRA seeded generator.seed +
+        seed, its images generation.seed + seed, both in that seed's folders (`paths`).
+        None or 0: the study itself (also from another seed's config)."""
+        seed = seed or 0
+        if seed == self._generator_seed:
+            return self
+        if seed and seed not in self.study.generator_seeds:
+            raise ConfigError(f"generator seed {seed} is not in {self.study.generator_seeds}")
+        delta = seed - self._generator_seed
+        shifted = self.model_copy(
+            update={
+                "generator": self.generator.model_copy(
+                    update={"seed": self.generator.seed + delta}
+                ),
+                "generation": self.generation.model_copy(
+                    update={"seed": self.generation.seed + delta}
+                ),
+            }
+        )
+        shifted._generator_seed = seed
+        return shifted
+
+    def first_generator(self) -> StudyConfig:
+        """The study at its first generator seed: whose LoRA and synthetic sets the
+        report's figures and distribution metrics show."""
+        return self.at_generator_seed(self.study.generator_seeds[0])
+
     @property
     def paths(self) -> RunPaths:
-        """Every path of the run folder."""
-        return RunPaths(self.run_dir)
+        """Every path of the run folder (the generator seed's LoRA and synthetic sets)."""
+        return RunPaths(self.run_dir, self._generator_seed)
 
 
 SECTIONS = tuple(StudyConfig.model_fields)
@@ -515,15 +580,16 @@ def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
     or the `profile` path when none were, plus the notebook's `overrides` dict."""
     sections = {key: namespace[key] for key in SECTIONS if namespace.get(key) is not None}
     overrides = namespace.get("overrides") or {}
+    seed = namespace.get("generator_seed")
     if sections:
-        return build_config(sections, overrides)
+        return build_config(sections, overrides).at_generator_seed(seed)
     profile = namespace.get("profile")
     if not profile:
         raise ConfigError(
             "no study config: run with `papermill <nb> <out> -f params/<profile>.yaml` "
             "or set `profile` in the parameters cell"
         )
-    return load_config(profile, overrides)
+    return load_config(profile, overrides).at_generator_seed(seed)
 
 
 def config_hash(section: BaseModel, *extra: Any) -> str:

@@ -1,11 +1,13 @@
 """The study's design: which classifier training sets (cells) it fits, and whether the
 data can supply them.
 
-A cell is (n_generated, n_real, seed, arm): a mix of the paper's Table 2, or a baseline
-(real only at the mix's real count or at the full mix size; generated only, the CAS), for
-each generation arm; and the points of the sample-efficiency sweep (real only, and real
-plus a fixed synthetic set per arm, over real images per class). Real-only cells belong
-to no arm (they are listed under `lora`, once). Listing cells needs no model, so the
+A cell is (n_generated, n_real, seed, arm, generator_seed): a mix of the paper's Table 2,
+or a baseline (real only at the mix's real count or at the full mix size; generated only,
+the CAS), for each generation arm; and the points of the sample-efficiency sweep (real
+only, and real plus a fixed synthetic set per arm, over real images per class).
+Real-only cells belong to no arm (they are listed under `lora`, once) and to no
+generator seed: a cell with generated images runs for every (generator seed, classifier
+seed), a real-only one once per classifier seed. Listing cells needs no model, so the
 study's planner and the analysis read them from here.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from synthaug.config import StudyConfig, StudySection
 from synthaug.data import DataError, Manifest, spread
+from synthaug.metrics import nested_interval_columns
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,18 @@ class Cell:
     n_real: int
     seed: int
     arm: str = "lora"
+    generator_seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.n_generated and self.arm != "lora":  # real only: the same for every arm
+        if not self.n_generated:  # real only: the same for every arm and generator seed
             object.__setattr__(self, "arm", "lora")
+            object.__setattr__(self, "generator_seed", 0)
 
     @property
     def name(self) -> str:
         prefix = "" if self.arm == "lora" else f"{self.arm}-"
-        return f"{prefix}gen{self.n_generated}-real{self.n_real}-seed{self.seed}"
+        generator = f"-g{self.generator_seed}" if self.generator_seed else ""
+        return f"{prefix}gen{self.n_generated}-real{self.n_real}{generator}-seed{self.seed}"
 
     @property
     def kind(self) -> str:
@@ -43,10 +49,17 @@ class Cell:
 
 def study_cells(cfg: StudyConfig, n_classes: int) -> list[Cell]:
     """Every mix and baseline of the study for each arm, then the sample-efficiency sweep,
-    once per seed (a cell listed twice, e.g. a baseline equal to a mix, runs once)."""
+    once per classifier seed, and those with generated images once per generator seed too
+    (a cell listed twice, e.g. a baseline equal to a mix, runs once)."""
     cells = [c for arm in cfg.generation.arms for c in design_cells(cfg, arm)]
     unique = list(dict.fromkeys(cells + sweep_cells(cfg, n_classes)))
-    return [Cell(c.n_generated, c.n_real, seed, c.arm) for c in unique for seed in cfg.study.seeds]
+    study = cfg.study
+    return [
+        Cell(c.n_generated, c.n_real, seed, c.arm, generator_seed)
+        for c in unique
+        for generator_seed in (study.generator_seeds if c.n_generated else [0])
+        for seed in study.seeds
+    ]
 
 
 def design_cells(cfg: StudyConfig, arm: str = "lora") -> list[Cell]:
@@ -120,9 +133,14 @@ def cell_arm(metrics: dict) -> str:
     return metrics["cell"].get("arm", "lora")
 
 
+def cell_generator_seed(metrics: dict) -> int:
+    """The generator seed of a finished cell (0 for real-only cells and older cells)."""
+    return metrics["cell"].get("generator_seed", 0)
+
+
 def by_pair(cells: list[dict], arm: str = "lora") -> dict[tuple[int, int], list[dict]]:
     """Finished cells (their metrics) of one arm, and every real-only cell, grouped by
-    (n_generated, n_real): one list of seeds per training set."""
+    (n_generated, n_real): one list of (generator seed, seed) runs per training set."""
     groups: dict[tuple[int, int], list[dict]] = {}
     for metrics in cells:
         cell = metrics["cell"]
@@ -130,3 +148,12 @@ def by_pair(cells: list[dict], arm: str = "lora") -> dict[tuple[int, int], list[
             continue
         groups.setdefault((cell["n_generated"], cell["n_real"]), []).append(metrics)
     return groups
+
+
+def runs_interval(runs: list[dict], key: str, name: str | None = None) -> dict[str, float]:
+    """The mean of `key` over finished runs of one training set and its 95% CI over the
+    generator seeds where there are several (`metrics.nested_interval_columns`)."""
+    groups: dict[int, list[float]] = {}
+    for metrics in runs:
+        groups.setdefault(cell_generator_seed(metrics), []).append(metrics[key])
+    return nested_interval_columns(dict(sorted(groups.items())), name or key)

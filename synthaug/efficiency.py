@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from synthaug.config import StudyConfig
-from synthaug.design import by_pair
-from synthaug.metrics import interval_columns
+from synthaug.design import by_pair, runs_interval
 
 REAL_ONLY = "real only"
 
@@ -40,7 +39,7 @@ def sample_efficiency(cfg: StudyConfig, cells: list[dict], n_classes: int) -> pd
                         "real_per_class": per_class,
                         "generated_per_class": n_generated // n_classes,
                         "seeds": len(runs),
-                        **interval_columns([m["accuracy"] for m in runs], "accuracy"),
+                        **runs_interval(runs, "accuracy"),
                     }
                 )
     table = pd.DataFrame(rows)

@@ -123,10 +123,39 @@ def mean_ci(values: list[float], level: float = 0.95) -> Interval:
     return Interval(mean, float(low), float(high), len(data))
 
 
-def interval_columns(values: list[float], name: str) -> dict[str, float]:
-    """`{name, name_ci_low, name_ci_high}`: the mean of `values` and its 95% CI."""
-    interval = mean_ci(values)
-    return {name: interval.mean, f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
+def nested_interval_columns(groups: dict[int, list[float]], name: str) -> dict[str, float]:
+    """A value measured over generator seeds (the keys) x classifier seeds (each list):
+    `{name}` the mean; with two or more generator seeds, its 95% CI is the t-interval of
+    the per-generator-seed means (each generator seed is one independently trained LoRA
+    and set; the classifier seeds are nested in it, so each mean carries their spread
+    too), else the t-interval over the classifier seeds alone. `{name}_generator_seeds`
+    counts the generator seeds the interval covers (1: classifier draws only), and
+    `{name}_generator_share` is the share of variance between generator seeds (one-way
+    random effects, balanced: (MSB - MSW) / n over that plus MSW; NaN where undefined)."""
+    means = [float(np.mean(v)) for v in groups.values()]
+    values = [x for v in groups.values() for x in v]
+    interval = mean_ci(means if len(means) > 1 else values)
+    return {
+        name: float(np.mean(values)),
+        f"{name}_ci_low": interval.low,
+        f"{name}_ci_high": interval.high,
+        f"{name}_generator_seeds": len(groups),
+        f"{name}_generator_share": generator_share(list(groups.values())),
+    }
+
+
+def generator_share(groups: list[list[float]]) -> float:
+    """The share of variance between groups (generator seeds) in a one-way random-effects
+    model of balanced groups: sigma_g^2 / (sigma_g^2 + sigma_within^2), with sigma_g^2 =
+    max(0, (MSB - MSW) / n); NaN with fewer than two groups or than two values a group."""
+    if len(groups) < 2 or min(len(g) for g in groups) < 2:
+        return math.nan
+    n = float(np.mean([len(g) for g in groups]))
+    within = float(np.mean([np.var(g, ddof=1) for g in groups]))
+    between = n * float(np.var([np.mean(g) for g in groups], ddof=1))
+    generator = max(0.0, (between - within) / n)
+    total = generator + within
+    return generator / total if total > 0 else math.nan
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,6 +5,7 @@ data/manifest.csv (+ .json)     the real images' splits           (data)
 lora/                           weights, checkpoint, curves       (lora)
 generated/                      the synthetic set, its manifest   (generate)
 generated-<arm>/                the same for another arm (base, img2img)
+lora-g<g>/, generated[-<arm>]-g<g>/  the same for generator seed g > 0
 features/<classifier>.safetensors  frozen-backbone features       (classify)
 cells/<cell>/metrics.json       one classifier per mix and seed   (classify)
 notebooks/<task>.ipynb          the executed notebooks            (study)
@@ -21,17 +22,24 @@ from pathlib import Path
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
+def seeded(name: str, generator_seed: int) -> str:
+    """A folder or task of one generator seed: `lora` for seed 0, `lora-g2` for seed 2."""
+    return f"{name}-g{generator_seed}" if generator_seed else name
+
+
 class RunPaths:
     """Every path of the run folder at `root` (`cfg.paths`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, generator_seed: int = 0) -> None:
         self.root = root
+        self.generator_seed = generator_seed
         self.config = root / "config.yaml"  # the resolved config (provenance.write_config)
-        data, lora, generated = root / "data", root / "lora", root / "generated"
+        data, lora = root / "data", root / self._seeded("lora")
         self.manifest, self.manifest_settings = data / "manifest.csv", data / "manifest.json"
         self.lora, self.lora_weights = lora, lora / LORA_WEIGHTS
         self.lora_summary = lora / "summary.json"
-        self.generated, self.generated_manifest = generated, generated / "manifest.csv"
+        self.generated = root / self._seeded("generated")
+        self.generated_manifest = self.generated / "manifest.csv"
         self.cells, self.notebooks = root / "cells", root / "notebooks"
         # what the Jupyter kernels themselves print (not the notebooks' output), and where
         # running stages leave their latest progress line for `synthaug run`
@@ -39,9 +47,12 @@ class RunPaths:
         self.book = root / "book"
         self.book_index = self.book / "_build" / "html" / "index.html"
 
+    def _seeded(self, folder: str) -> str:
+        return seeded(folder, self.generator_seed)
+
     def arm(self, arm: str) -> Path:
         """The folder of one generation arm: `generated/` for the LoRA's (the paper's)."""
-        return self.generated if arm == "lora" else self.root / f"generated-{arm}"
+        return self.generated if arm == "lora" else self.root / self._seeded(f"generated-{arm}")
 
     def arm_manifest(self, arm: str) -> Path:
         return self.arm(arm) / "manifest.csv"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -197,20 +199,38 @@ def base_key(cfg: StudyConfig) -> str:
     )
 
 
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """torch on `threads` CPU threads inside the block, as before after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pretrained_base_dir(cfg: StudyConfig) -> str:
     """Pretrain (once, cached by `base_key`) and return the folder of the pretrained pipeline."""
     pre = cfg.generator.pretrain
     assert pre is not None
 
     def build(folder) -> None:
+        with fixed_threads(pre.threads):
+            pretrain_into(folder)
+
+    def pretrain_into(folder) -> None:
         torch.manual_seed(pre.seed)
         start = time.perf_counter()
         pixels, labels, classes = load_images(cfg)
         pipe = tiny_flux_pipeline(cfg.generator.tiny)
         vae_start = time.perf_counter()
-        vae_losses = train_vae(pipe.vae, pixels, cfg)
+        # oneDNN's multi-threaded convolutions are not bit-reproducible beside another busy
+        # process (1 of 8 pretrainings differed; bench/base_drift.py): the VAE on one thread
+        with fixed_threads(1):
+            vae_losses = train_vae(pipe.vae, pixels, cfg)
+            raw = encode_all(pipe.vae, pixels)
         vae_s = time.perf_counter() - vae_start
-        raw = encode_all(pipe.vae, pixels)
         shift, scale = raw.mean().item(), 1.0 / raw.std().item()
         pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
         tr_start = time.perf_counter()

@@ -20,6 +20,7 @@ import yaml
 
 from synthaug.config import StudyConfig, project_root
 from synthaug.io import atomic_write_text, write_json
+from synthaug.paths import seeded
 
 PACKAGES = (
     "synthaug",
@@ -79,9 +80,22 @@ def environment() -> dict:
         "platform": platform.platform(),
         "packages": package_versions(),
         "code_revision": code_revision(),
+        "cpu": cpu_model(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def resolved_config(cfg: StudyConfig) -> str:
@@ -102,7 +116,9 @@ def data_source(cfg: StudyConfig) -> dict | None:
 
 
 def record(cfg: StudyConfig, task: str) -> None:
-    """`provenance/<task>.json`: what this task is about to make its outputs with."""
+    """`provenance/<task>.json`: what this task is about to make its outputs with (the
+    task of `cfg`'s generator seed: `01_lora-g1` for seed 1)."""
+    task = seeded(task, cfg.generator_seed)
     write_json(
         cfg.paths.provenance(task),
         {

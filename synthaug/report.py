@@ -94,7 +94,7 @@ def figure1(
     still run (the set's manifest is written when the last one finishes)."""
     from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
 
-    folder = cfg.paths.arm(arm)
+    folder = cfg.paths.arm(arm)  # in 04: the first generator seed's (cfg.first_generator())
     if not (folder / "manifest.csv").exists() and any(folder.glob("manifest.shard*of*.csv")):
         print("Figure 1 follows once every generation shard has finished.")
         return None

@@ -29,6 +29,7 @@ from synthaug.config import (
     read_yaml,
 )
 from synthaug.kernels import WarmKernel
+from synthaug.paths import seeded
 from synthaug.progress import STATUS_ENV, LiveStatus, clock
 
 if TYPE_CHECKING:
@@ -65,27 +66,26 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     def done(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
         return lambda: cfg.paths.executed(name).exists() and check()
 
+    seeds = cfg.study.generator_seeds
     if "lora" in stages:
-        tasks.append(
-            Task("lora", "01_lora", "01_lora", {}, done("01_lora", lambda: is_trained(cfg)))
-        )
+        for g in seeds:
+            name, trained = seeded("01_lora", g), cfg.at_generator_seed(g)
+            check = done(name, lambda c=trained: is_trained(c))
+            tasks.append(Task("lora", name, "01_lora", seed_parameter(g), check))
     if "generate" in stages:
         shards = len(stage_devices(cfg, "generate"))
-        for arm in cfg.generation.arms:
-            for index in range(shards):
-                name = task_name(arm, index, shards)
-                parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
-                if arm != "lora":
-                    parameters["arm"] = arm
-                tasks.append(
-                    Task(
-                        "generate",
-                        name,
-                        "02_generate",
-                        parameters,
-                        done(name, lambda a=arm: is_complete(cfg, a)),
+        for g in seeds:
+            for arm in cfg.generation.arms:
+                for index in range(shards):
+                    name = seeded(task_name(arm, index, shards), g)
+                    parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
+                    if arm != "lora":
+                        parameters["arm"] = arm
+                    made = cfg.at_generator_seed(g)
+                    check = done(name, lambda a=arm, c=made: is_complete(c, a))
+                    tasks.append(
+                        Task("generate", name, "02_generate", parameters | seed_parameter(g), check)
                     )
-                )
     if "classify" in stages:
         runner: list[CellRunner] = []
 
@@ -99,6 +99,7 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
             params = {"n_generated": cell.n_generated, "n_real": cell.n_real, "seed": cell.seed}
             if cell.arm != "lora":
                 params["arm"] = cell.arm
+            params |= seed_parameter(cell.generator_seed)
             tasks.append(
                 Task(
                     "classify",
@@ -119,6 +120,11 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
     if "book" in stages:
         tasks.append(Task("book", "book", None, {}, lambda: book_is_current(cfg)))
     return tasks
+
+
+def seed_parameter(generator_seed: int) -> dict[str, int]:
+    """The notebook parameter of a generator seed (none for seed 0, the study itself)."""
+    return {"generator_seed": generator_seed} if generator_seed else {}
 
 
 def stage_devices(cfg: StudyConfig, stage: str) -> list[str | None]:

@@ -158,3 +158,30 @@ def test_sample_efficiency_table_and_text() -> None:
     assert lines[0].startswith("lora: 2 synthetic images per class are worth")
     assert "1 → 2.0 (+1.0)" in lines[0]
     assert "1: below the smallest real-only point" in lines[1]
+
+
+def test_intervals_with_generator_seeds_are_over_their_means() -> None:
+    """Two generator seeds x two classifier seeds: the mix's CI is the t-interval of the
+    two per-generator-seed means; the real-only baseline's stays over classifier seeds."""
+    cfg = smoke_config(ROOT / "runs", **{"study.generator_seeds": "[0, 1]"})
+    cells = []
+    for g, accuracies in ((0, (0.6, 0.7)), (1, (0.3, 0.5))):
+        for seed, accuracy in enumerate(accuracies):
+            metrics = _metrics(5, 15, seed, accuracy, 1.0)
+            metrics["cell"]["generator_seed"] = g
+            cells.append(metrics)
+    cells += [_metrics(0, 15, seed, a, 1.0) for seed, a in enumerate((0.7, 0.9))]
+    row = table2(cfg, cells).iloc[0]
+    means = [0.65, 0.4]  # per generator seed
+    half = T_975_1 * (0.65 - 0.4) / 2  # t(0.975, 1) * sd of the means / sqrt(2)
+    assert row.accuracy == pytest.approx(0.525)
+    assert row.accuracy_ci_low == pytest.approx(sum(means) / 2 - half)
+    assert row.accuracy_ci_high == pytest.approx(sum(means) / 2 + half)
+    assert row.accuracy_generator_seeds == 2 and row.real_only_accuracy_generator_seeds == 1
+    assert row.real_only_accuracy_ci_high == pytest.approx(0.8 + T_975_1 * 0.1)
+    # one-way random effects: MSB = 2 * var(means) = 0.0625, MSW = mean(0.005, 0.02)
+    within, between = 0.0125, 2 * (0.125**2 * 2)
+    share = ((between - within) / 2) / ((between - within) / 2 + within)
+    assert row.accuracy_generator_share == pytest.approx(share)
+    report = table2_report(table2(cfg, cells))
+    assert report.iloc[0]["seeds"] == "2 x 2"

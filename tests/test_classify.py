@@ -87,6 +87,7 @@ def test_mix_cell_trains_writes_metrics_and_skips_on_rerun(tmp_path, ucmerced) -
         "n_real": 10,
         "seed": 0,
         "arm": "lora",
+        "generator_seed": 0,
         "name": "gen10-real10-seed0",
         "kind": "mix",
     }

@@ -129,3 +129,19 @@ def test_prdc_of_identical_disjoint_and_collapsed_sets() -> None:
     assert 0.7 < fresh["density"] < 1.3
     with pytest.raises(ValueError, match="more than k=5"):
         prdc(real[:5], real, k=5)
+
+
+def test_nested_interval_over_generator_seeds_and_variance_share() -> None:
+    from synthaug.metrics import generator_share, nested_interval_columns
+
+    one = nested_interval_columns({0: [0.5, 0.7, 0.6]}, "acc")
+    assert one["acc_generator_seeds"] == 1 and math.isnan(one["acc_generator_share"])
+    assert (one["acc_ci_low"], one["acc_ci_high"]) == pytest.approx(
+        (mean_ci([0.5, 0.7, 0.6]).low, mean_ci([0.5, 0.7, 0.6]).high)
+    )
+    three = nested_interval_columns({0: [0.5, 0.6], 1: [0.7, 0.8], 2: [0.2, 0.3]}, "acc")
+    assert three["acc"] == pytest.approx((0.55 + 0.75 + 0.25) / 3)
+    assert three["acc_ci_low"] == pytest.approx(mean_ci([0.55, 0.75, 0.25]).low)
+    # all the spread between generator seeds: share 1; all within: share 0
+    assert generator_share([[0.2, 0.2], [0.8, 0.8]]) == pytest.approx(1.0)
+    assert generator_share([[0.2, 0.8], [0.8, 0.2]]) == pytest.approx(0.0)

@@ -5,7 +5,7 @@ from synthaug.io import read_json
 from synthaug.models import load_flux_pipeline
 from synthaug.pretrain import base_model_source
 
-from .conftest import AID, smoke_config
+from .conftest import AID, ROOT, smoke_config
 
 # A pretraining small enough for a test: 2 AID images a class, 2 steps each.
 PRETRAIN = {
@@ -60,3 +60,41 @@ def test_vae_crops_are_seeded_windows_of_the_batch() -> None:
     assert pretrain.random_crop(images, None, torch.Generator()) is images
     with pytest.raises(ValueError, match="vae_crop 16 exceeds the 8x8"):
         pretrain.random_crop(images, 16, torch.Generator())
+
+
+CHILD = """
+import sys
+from synthaug.config import load_config
+from synthaug.io import safetensors_digest
+from synthaug.pretrain import base_model_source
+cfg = load_config("params/smoke.yaml", dict(arg.split("=") for arg in sys.argv[1:]))
+base = base_model_source(cfg)
+print(safetensors_digest(f"{base}/transformer/diffusion_pytorch_model.safetensors"))
+"""
+
+
+def test_the_same_machine_pretrains_the_same_base_bit_for_bit_under_load(tmp_path) -> None:
+    """Each in a fresh process with an empty cache, one beside a busy CPU: same bits."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = [f"{k}={v}" for k, v in PRETRAIN.items()]
+
+    def digest(cache: str, loaded: bool) -> str:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, *overrides],
+                cwd=ROOT,
+                env={**os.environ, "SYNTHAUG_CACHE": cache},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            if busy is not None:
+                busy.kill()
+        return done.stdout.split()[-1]
+
+    assert digest(str(tmp_path / "a"), False) == digest(str(tmp_path / "b"), True)
