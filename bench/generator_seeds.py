@@ -1,6 +1,7 @@
 """How far the CPU study's answer moves with the generator's own randomness.
 
     python bench/generator_seeds.py [--bases 0,1] [--generator-seeds 0,1,2] [--out DIR]
+                                    [--results NAME]
 
 For each base (a pretraining seed, `generator.pretrain.seed`) and each generator seed
 (`study.generator_seeds`: the LoRA's initialisation, noise and order, and its images'
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--bases", default="0,1")
     parser.add_argument("--generator-seeds", default="0,1,2")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-generator-seeds"))
+    parser.add_argument("--results", default="generator_seeds", help="bench/results/NAME.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.generator_seeds.split(",")]
     bases = {b: one_base(args.profile, args.out, int(b), seeds) for b in args.bases.split(",")}
@@ -95,7 +97,7 @@ def main() -> None:
         means = [float(np.mean(v)) for v in groups.values()]
         overall[name] = {"mean": float(np.mean(means)), "range": [min(means), max(means)]}
         print(f"{name}: every (base, generator seed) mean {overall[name]}")
-    print(save("generator_seeds", {"profile": args.profile, "bases": bases, "overall": overall}))
+    print(save(args.results, {"profile": args.profile, "bases": bases, "overall": overall}))
 
 
 if __name__ == "__main__":
