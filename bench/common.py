@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -17,9 +16,11 @@ def machine() -> dict:
     import diffusers
     import transformers
 
-    info = {
+    from synthaug.provenance import cpu_model
+
+    return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -27,13 +28,6 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
-        info["cpu"] = names[0] if names else info["cpu"]
-    except OSError:
-        pass
-    return info
 
 
 def save(name: str, payload: dict) -> Path:

@@ -667,8 +667,8 @@ def variance(t2: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
         [
             {
                 "generated : real": name,
-                "generator seeds": int(row.accuracy_generator_seeds),
-                "classifier seeds": int(row.seeds // row.accuracy_generator_seeds),
+                "generator seeds": _generator_seeds(row),
+                "classifier seeds": int(row.seeds) // _generator_seeds(row),
                 "variance between generator seeds": row.accuracy_generator_share,
                 "variance between classifier seeds": 1 - row.accuracy_generator_share,
             }
@@ -677,15 +677,20 @@ def variance(t2: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _generator_seeds(row) -> int:
+    """How many generator seeds a table row's accuracy interval covers (1: none to cover)."""
+    return int(getattr(row, "accuracy_generator_seeds", 1))
+
+
 def covers(row) -> str:
     """` (95% CI over 3 generator seeds)` where a row's interval includes the generator."""
-    generators = int(getattr(row, "accuracy_generator_seeds", 1))
+    generators = _generator_seeds(row)
     return f" (95% CI over {generators} generator seeds)" if generators > 1 else ""
 
 
 def seeds_text(row) -> str:
     """`3 x 3` (generator x classifier seeds) for a row with generated images, else `3`."""
-    generators, seeds = int(getattr(row, "accuracy_generator_seeds", 1)), int(row.seeds)
+    generators, seeds = _generator_seeds(row), int(row.seeds)
     return f"{generators} x {seeds // generators}" if generators > 1 else f"{seeds}"
 
 

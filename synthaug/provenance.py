@@ -9,7 +9,6 @@ versions, the Python, the platform and the code's git commit it ran with.
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from importlib import metadata
 import yaml
 
 from synthaug.config import StudyConfig, project_root
-from synthaug.io import atomic_write_text, write_json
+from synthaug.io import atomic_write_text, read_json, write_json
 from synthaug.paths import seeded
 
 PACKAGES = (
@@ -112,7 +111,7 @@ def data_source(cfg: StudyConfig) -> dict | None:
     """Which source the manifest's images were read from (a folder, or a hub id with its
     fingerprint), as the data stage recorded it; None before the manifest exists."""
     path = cfg.paths.manifest_settings
-    return json.loads(path.read_text()).get("source") if path.exists() else None
+    return read_json(path).get("source") if path.exists() else None
 
 
 def record(cfg: StudyConfig, task: str) -> None:
