@@ -1,26 +1,27 @@
-"""What the paper profile runs, timed on a GPU with FLUX.1-dev's shapes (random weights; no
-download), and the projected cost of the paper's study.
+"""The paper profile on a GPU, before and after #25's changes, in one run: FLUX.1-dev's
+shapes with random weights (no download), and the paper study's projected GPU-hours.
 
     python bench/gpu_flux.py            # on a CUDA GPU: FLUX.1-dev's transformer, bf16
-    python bench/gpu_flux.py --tiny     # anywhere: a tiny config, to check the script
+    python bench/gpu_flux.py --tiny     # anywhere: tiny configs, to check the script
 
-The transformer is built from FLUX.1-dev's public config directly on the device in bf16
-(no fp32 copy on the CPU). The LoRA is trained as `params/paper.yaml` trains it: frozen
-bf16 base, fp32 LoRA weights (its rank and target modules), bf16 autocast, Prodigy,
-gradient checkpointing on and off, batch 1 (the profile's) and a batch sweep, at the
-profile's resolution and `max_sequence_length` (and at 128 text tokens, to show what a
-shorter prompt budget would save). Then the transformer's denoising at the profile's
-generation batch and steps (text encoders and VAE excluded), and ViT-base fine-tuning.
-Attention runs on the kernels the study uses (cuDNN's off: `synthaug.models.
-avoid_cudnn_attention`); `--attention default` is torch's own choice, cuDNN's included.
-One step at the profile's batch is also split into its parts (forward, backward, update).
+Parts (`--parts`, `bench/gpu_speed.py` has each): `lora` (today's step, eager with
+prodigyopt, against synthaug's Prodigy, regional compilation and CUDA graphs, 200 steps
+each from the same LoRA, with the loss-curve check), `tokens` (the faster step at 128 and
+256 text tokens), `generation` (eager against compiled sampling, and the grey-level gap),
+`classifier` (the real `fine_tune` on 10,000 JPEGs, DataLoader against preloaded and
+compiled), and `sweep` (the batch sweep with and without checkpointing, and MFU; off by
+default). Each part's wall time is in `part_seconds`; a mode that fails is recorded with
+its error and the rest still measured.
+
+The transformer is built from FLUX.1-dev's public config directly on the device in bf16,
+frozen, with an fp32 LoRA of the profile's rank and targets. Attention runs on the
+kernels the study uses (cuDNN's off: `synthaug.models.avoid_cudnn_attention`).
 
 MFU counts the model FLOPs of one training sample: 2·N·T forward and 2·N·T backward to
 the inputs (the base is frozen: no weight gradients; the LoRA's are negligible), i.e.
 4·N·T, plus attention's 12·L·T²·d (forward 4·L·T²·d, backward twice that), with N the
 transformer's parameters, T the image + text tokens, L the blocks and d the width.
-Recomputation under gradient checkpointing is not counted (it is overhead, not model
-work). Divided by the GPU's dense bf16 peak.
+Divided by the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_speed as speed  # noqa: E402
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
@@ -66,11 +68,6 @@ TINY = {
     "axes_dims_rope": (4, 6, 6),
 }
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 @contextmanager
@@ -170,14 +167,14 @@ def time_lora(model, config, batch, tokens, device, steps, checkpointing) -> dic
     try:
         for i in range(steps + 2):
             if i == 2:
-                sync(device)
+                speed.sync(device)
                 start = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 out = model(**feed)[0]
             out.float().pow(2).mean().backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        sync(device)
+        speed.sync(device)
     except torch.cuda.OutOfMemoryError:
         return {"batch_size": batch, "checkpointing": checkpointing, "oom": True}
     finally:
@@ -195,128 +192,26 @@ def time_lora(model, config, batch, tokens, device, steps, checkpointing) -> dic
     }
 
 
-def step_parts(model, config, batch, tokens, device, steps, checkpointing) -> dict:
-    """Seconds of one LoRA step's parts: the forward alone (no graph), forward + backward,
-    and the optimizer's update, Prodigy's (one host sync per LoRA tensor) and AdamW's."""
-    from prodigyopt import Prodigy
-
-    feed = inputs(config, batch, *tokens, device, torch.bfloat16)
-    model.train()
-    set_checkpointing(model, checkpointing)
-
-    def forward_backward() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(**feed)[0]
-        out.float().pow(2).mean().backward()
-
-    def forward() -> None:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-            model(**feed)
-
-    def seconds(fn) -> float:
-        fn()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync(device)
-        return (time.perf_counter() - start) / steps
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    parts = {
-        "batch_size": batch,
-        "checkpointing": checkpointing,
-        "forward_s": seconds(forward),
-        "forward_backward_s": seconds(forward_backward),
-        "prodigy_step_s": seconds(Prodigy(params, lr=1.0).step),
-        "adamw_step_s": seconds(torch.optim.AdamW(params, lr=1e-4).step),
-        "lora_tensors": len(params),
-    }
-    model.zero_grad(set_to_none=True)
-    return parts
-
-
-@torch.no_grad()
-def denoise_rate(model, config, batch, tokens, steps, device) -> float:
-    """Images per second of `steps` transformer evaluations (the LoRA fused: base speed)."""
-    model.eval()
-    model.disable_adapters()
-    feed = inputs(config, batch, *tokens, device, torch.bfloat16)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        model(**feed)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model(**feed)
-        sync(device)
-    model.enable_adapters()
-    return batch / (time.perf_counter() - start)
-
-
-def vit_rate(device, batch: int, steps: int, tiny: bool) -> float:
-    """ViT-base fine-tuning images/s at 224 (fp32 weights, bf16 autocast, as the profile)."""
-    from transformers import ViTConfig, ViTForImageClassification
-
-    config = (
-        ViTConfig(num_labels=38)
-        if not tiny
-        else ViTConfig(
-            num_labels=38,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-    )
-    model = ViTForImageClassification(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
-    pixels = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
-    labels = torch.randint(38, (batch,), device=device)
-    for i in range(steps + 2):
-        if i == 2:
-            sync(device)
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(pixel_values=pixels, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    sync(device)
-    return batch * steps / (time.perf_counter() - start)
-
-
-def project(cfg, lora_rate: float, gen_rate: float, vit_images_per_s: float) -> dict:
-    """Hours of each stage of the study `cfg` describes on one GPU of the measured speed."""
-    from synthaug.design import study_cells
-
-    g, c = cfg.generator, cfg.classifier
-    lora_samples = cfg.splits.lora * g.repeats * g.epochs
-    cells = study_cells(cfg, n_classes=38)  # PatternNet's classes (only a sweep uses them)
-    train_images = sum(cell.n_generated + cell.n_real for cell in cells)
-    vit_images = c.epochs * (train_images + len(cells) * cfg.splits.test)
-    return {
-        "lora_samples": lora_samples,
-        "lora_h": lora_samples / lora_rate / 3600,
-        "generate_h": cfg.generation.count / gen_rate / 3600,
-        "classifier_cells": len(cells),
-        "classifier_h": vit_images / vit_images_per_s / 3600,
-        "note": "generation counts the transformer only (T5, CLIP and VAE excluded); "
-        "classifier images include each epoch's test pass at training speed (an upper bound)",
-    }
+PARTS = ("lora", "tokens", "generation", "classifier", "sweep")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny config (CPU check)")
     parser.add_argument("--profile", default=str(ROOT / "params" / "paper.yaml"))
-    parser.add_argument("--batches", default="1,2,4,8,16", help="the batch-size sweep")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument(
+        "--parts", default="lora,tokens,generation,classifier", help=f"of {','.join(PARTS)}"
+    )
+    parser.add_argument("--batches", default="1,2,4,8,16", help="the sweep's batch sizes")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per sweep point")
+    parser.add_argument("--curve-steps", type=int, default=200, help="LoRA steps per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed first steps")
+    parser.add_argument("--cell-images", type=int, default=10000, help="JPEGs of the cell")
     parser.add_argument(
         "--attention", choices=ATTENTION, default="synthaug", help="SDPA kernels (see ATTENTION)"
     )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     select_attention(args.attention)
     cfg = load_config(args.profile)
     g = cfg.generator
@@ -327,74 +222,114 @@ def main() -> None:
     model, n_params = build_transformer(
         config, g.lora.rank, g.lora.alpha, g.lora.target_modules, device
     )
-
-    rows = []
-    for checkpointing in (True, False):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            row = time_lora(
-                model, config, batch, (n_image, n_text), device, args.steps, checkpointing
-            )
-            rows.append(row)
-            if row.get("oom"):
-                break
-    short_text = 128 if not args.tiny else 4
-    at_128 = time_lora(
-        model,
-        config,
-        g.batch_size,
-        (n_image, short_text),
-        device,
-        args.steps,
-        g.gradient_checkpointing,
-    )
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
-    peak = next((v for k, v in PEAK_BF16.items() if gpu and k in gpu), None)
-    for row in [*rows, at_128]:
-        if "samples_per_s" in row:
-            flops = train_flops(config, n_params, n_image + row["text_tokens"])
-            row["model_tflops_per_s"] = flops * row["samples_per_s"] / 1e12
-            row["mfu"] = flops * row["samples_per_s"] / peak if peak else None
-    profile_row = next(
-        r
-        for r in rows
-        if r["batch_size"] == g.batch_size and r["checkpointing"] == g.gradient_checkpointing
-    )
-    parts = step_parts(
-        model,
-        config,
-        g.batch_size,
-        (n_image, n_text),
-        device,
-        args.steps,
-        g.gradient_checkpointing,
-    )
-    gen = cfg.generation
-    gen_rate = denoise_rate(model, config, gen.batch_size, (n_image, n_text), gen.steps, device)
-    vit = vit_rate(device, cfg.classifier.batch_size, args.steps, args.tiny)
-    result = {
+    result: dict = {
         "config": "tiny" if args.tiny else "FLUX.1-dev",
+        "gpu": gpu,
         "attention": args.attention,
         "profile": Path(args.profile).name,
         "transformer_params": n_params,
         "tokens_image_text": [n_image, n_text],
-        "lora": {"rank": g.lora.rank, "alpha": g.lora.alpha, "optimizer": "prodigy"},
-        "lora_steps": rows,
-        "lora_at_128_text_tokens": at_128,
-        "lora_step_parts": parts,
-        "generation_images_per_s": gen_rate,
-        "generation_batch_steps": [gen.batch_size, gen.steps],
-        "vit_train_images_per_s": vit,
-        "projection": project(cfg, profile_row["samples_per_s"], gen_rate, vit),
-        "projection_lora_h_at_128_text_tokens": cfg.splits.lora
-        * g.repeats
-        * g.epochs
-        / at_128["samples_per_s"]
-        / 3600
-        if "samples_per_s" in at_128
-        else None,
+        "lora_settings": {"rank": g.lora.rank, "alpha": g.lora.alpha, "optimizer": g.optimizer},
+        "part_seconds": {},
     }
+
+    def part(name: str, measure) -> None:
+        if name in parts:
+            begin = time.perf_counter()
+            result[name] = measure()
+            result["part_seconds"][name] = time.perf_counter() - begin
+
+    tokens = (n_image, n_text)
+    part(
+        "lora",
+        lambda: speed.lora_before_after(
+            model, config, tokens, device, args.curve_steps, args.warmup
+        ),
+    )
+    lengths = [128, 256] if not args.tiny else [4]
+    part(
+        "tokens",
+        lambda: speed.text_token_speeds(
+            model, config, n_image, lengths, device, 3 * args.warmup, args.warmup, "regional"
+        ),
+    )
+    gen = cfg.generation
+    part(
+        "generation",
+        lambda: speed.generation_before_after(
+            model, config, tokens, gen.batch_size, gen.steps, device, args.tiny
+        ),
+    )
+    part(
+        "classifier",
+        lambda: speed.classifier_before_after(
+            args.profile, args.cell_images, 2000 if not args.tiny else 38, args.tiny
+        ),
+    )
+    part("sweep", lambda: sweep(model, config, n_params, tokens, device, args, gpu))
+    result["projection"] = projection(cfg, result)
     print(json.dumps(result, indent=2))
     print(f"written to {save('gpu_flux_tiny' if args.tiny else 'gpu_flux', result)}")
+
+
+def sweep(model, config, n_params, tokens, device, args, gpu) -> list[dict]:
+    """LoRA samples/s, memory and MFU over batch sizes, with and without checkpointing."""
+    rows = []
+    for checkpointing in (True, False):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            row = time_lora(model, config, batch, tokens, device, args.steps, checkpointing)
+            rows.append(row)
+            if row.get("oom"):
+                break
+    peak = next((v for k, v in PEAK_BF16.items() if gpu and k in gpu), None)
+    for row in rows:
+        if "samples_per_s" in row:
+            flops = train_flops(config, n_params, tokens[0] + row["text_tokens"])
+            row["model_tflops_per_s"] = flops * row["samples_per_s"] / 1e12
+            row["mfu"] = flops * row["samples_per_s"] / peak if peak else None
+    return rows
+
+
+def projection(cfg, result: dict) -> dict | None:
+    """The paper study's GPU-hours before and after, from what this run measured; each
+    stage's compile time counted once per task that compiles (LoRA 1, generation 1 per
+    shard, classifier 1 per cell)."""
+    if not {"lora", "generation", "classifier"} <= result.keys():
+        return None
+    lora = result["lora"]["variants"]
+    before_lora, after_lora = lora[0], lora[2]
+    gen = result["generation"]
+    cell = result["classifier"]
+    if "samples_per_s" not in before_lora or "samples_per_s" not in after_lora:
+        return None
+    from synthaug.design import study_cells
+
+    g = cfg.generator
+    samples = cfg.splits.lora * g.repeats * g.epochs
+    cells = len(study_cells(cfg, n_classes=38))  # every generator seed's
+    shards = cfg.cluster.generation_shards
+    hours = {}
+    for name, lora_row, gen_row, cell_s in (
+        ("before", before_lora, gen["none"], cell["projected_cell_s"]["before"]),
+        ("after", after_lora, gen["regional"], cell["projected_cell_s"]["after"]),
+    ):
+        hours[name] = {
+            "lora_h": (samples / lora_row["samples_per_s"] + lora_row["first_steps_s"]) / 3600,
+            "generate_h": (
+                cfg.generation.count / gen_row["images_per_s"] + shards * gen_row["first_call_s"]
+            )
+            / 3600,
+            "classifier_h": cells * cell_s / 3600,
+        }
+    hours["after"]["classifier_h"] += cell["projected_cell_s"]["first_cell_extra_s"] / 3600
+    for name in ("before", "after"):
+        hours[name]["total_h"] = sum(hours[name].values())
+    hours["note"] = (
+        "generation counts the transformer only (T5, CLIP and VAE excluded); the cells are "
+        "the classifier cells of every generator seed, each as long as the measured one"
+    )
+    return hours
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ Beside them: `config` (the one validated schema; `paths` lays out a run folder),
 reading), `provenance` (the resolved config and package versions of each task), `flux`
 (prompts and the flow-matching loss), `pretrain` (the base model, and the tiny base's
 pretraining), `models` (tiny models of the real architectures), `metrics`, `report`
-(plots), `study` (runs the notebooks with papermill, resumably), `kernels` (warm Jupyter
-kernels), `io` (atomic writes and the settings guard), `vocab` (the tiny text encoders'
-tokenizers), `dinov2` (the offline CPU backbone), `cli`.
+(plots), `study` (runs the notebooks with papermill, resumably), `slurm` (the same study
+as SLURM job arrays), `kernels` (warm Jupyter kernels), `io` (atomic writes and the
+settings guard), `vocab` (the tiny text encoders' tokenizers), `dinov2` (the offline CPU
+backbone), `cli`.
 """
 
 from synthaug import quiet

@@ -32,6 +32,7 @@ from safetensors.torch import save
 from torch import nn
 
 from synthaug import provenance, quiet
+from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig, config_hash
 from synthaug.data import (
     DataError,
@@ -102,6 +103,7 @@ class Backbone:
             id2label=dict(enumerate(classes)),
             label2id={name: i for i, name in enumerate(classes)},
         ).to(default_device())
+        compile_blocks(self.model, cfg.classifier.compile)
 
     def pixels(self, images: Iterable[Image.Image]) -> torch.Tensor:
         return to_pixels(images, self.size, self.mean, self.std)
@@ -242,6 +244,51 @@ def classifier_step(
     return loss.detach(), (logits.argmax(1) == labels).sum()
 
 
+class DeviceImages:
+    """A cell's images decoded and resized once (bicubic, as `to_pixels`), held as uint8
+    on the device: 10,000 ViT inputs are 1.5 GB. Batches are flipped and normalised
+    there, giving the DataLoader path's pixels bit for bit (a flip commutes with the
+    resize)."""
+
+    def __init__(self, records: list[ImageRecord], load: Callable, backbone: Backbone) -> None:
+        size = backbone.size
+        arrays = [
+            np.asarray(load(r).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+            for r in records
+        ]
+        device = next(backbone.model.parameters()).device
+        self.pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
+        self.mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def batch(self, rows: torch.Tensor, flips: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows `rows` as normalised float pixels, mirrored where `flips` is true."""
+        device = self.pixels.device
+        pixels = self.pixels[rows.to(device)]
+        if flips is not None:
+            flips = flips.to(device).view(-1, 1, 1, 1)
+            pixels = torch.where(flips, pixels.flip(-1), pixels)
+        return (pixels.float() / 255.0 - self.mean) / self.std
+
+
+class _Draws(torch.utils.data.Dataset):
+    """What `ImageDataset` draws at each visit, without its image: the row and the flip
+    coin. Iterated by the same (accelerate-prepared) DataLoader, it gives the DataLoader
+    path's order and flips exactly."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[int, bool]:
+        return index, random.random() < 0.5
+
+
 def fine_tune(
     backbone: Backbone,
     train: tuple[list[ImageRecord], list[int]],
@@ -251,62 +298,51 @@ def fine_tune(
     seed: int,
 ) -> tuple[np.ndarray, list[dict]]:
     """Full fine-tune with `accelerate` (devices, mixed precision); returns test
-    probabilities and per-epoch train/test curves."""
+    probabilities and per-epoch train/test curves. With `classifier.preload` the images
+    are decoded once onto the device and the loss and hits summed there, read back once
+    an epoch; else a DataLoader decodes them every epoch (both give the same numbers)."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     c = cfg.classifier
     set_seed(seed)
     accelerator = make_accelerator(c.mixed_precision)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(*train, load, backbone, flip=True),
-        batch_size=c.batch_size,
-        shuffle=True,
-        num_workers=c.num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    test_loader = torch.utils.data.DataLoader(
-        ImageDataset(*test, load, backbone, flip=False),
-        batch_size=c.batch_size,
-        num_workers=c.num_workers,
-    )
+    if c.preload:
+        batches = _PreloadedBatches(train, test, load, backbone, c.batch_size, seed)
+    else:
+        batches = _LoaderBatches(train, test, load, backbone, c, seed)
     optimizer = torch.optim.AdamW(
         backbone.model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay
     )
     scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=0, num_training_steps=c.epochs * len(loader)
+        "linear", optimizer, num_warmup_steps=0, num_training_steps=c.epochs * batches.steps
     )
-    model, optimizer, loader, test_loader, scheduler = accelerator.prepare(
-        backbone.model, optimizer, loader, test_loader, scheduler
-    )
+    model, optimizer, scheduler = accelerator.prepare(backbone.model, optimizer, scheduler)
+    batches.prepare(accelerator)
     history, probs = [], np.empty(0)
-    progress = Progress(c.epochs * len(loader), "fine-tune", "steps")
+    progress = Progress(c.epochs * batches.steps, "fine-tune", "steps")
     for epoch in range(1, c.epochs + 1):
         model.train()
-        seen = correct = total_loss = 0.0
-        for pixels, labels in loader:
+        device = next(model.parameters()).device
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for pixels, labels in batches.train():
             loss, hits = classifier_step(model, pixels, labels, accelerator.backward)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            seen += len(labels)
-            correct += hits.item()
-            total_loss += loss.item() * len(labels)
+            total_loss += loss.double() * len(labels)
+            correct += hits
             progress.update(1, epoch=epoch)
         model.eval()
-        logits_all, labels_all = [], []
-        with torch.no_grad():
-            for pixels, labels in test_loader:
-                logits = model(pixel_values=pixels).logits.float()
-                logits_all.append(accelerator.gather_for_metrics(logits).cpu())
-                labels_all.append(accelerator.gather_for_metrics(labels).cpu())
-        test_logits, test_labels = torch.cat(logits_all), torch.cat(labels_all)
+        test_logits, test_labels = batches.test_logits(model, accelerator)
         test_loss, test_acc = _epoch_stats(test_logits, test_labels)
+        seen = len(train[0])
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total_loss / seen,
-                "train_accuracy": correct / seen,
+                "train_loss": total_loss.item() / seen,  # the epoch's one read-back
+                "train_accuracy": correct.item() / seen,
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
             }
@@ -314,6 +350,70 @@ def fine_tune(
         probs = test_logits.softmax(1).numpy()
     progress.close()
     return probs, history
+
+
+class _PreloadedBatches:
+    """`fine_tune`'s batches from `DeviceImages`: each image decoded once per cell."""
+
+    def __init__(self, train, test, load, backbone: Backbone, batch_size: int, seed: int):
+        self.images, self.labels = DeviceImages(train[0], load, backbone), torch.tensor(train[1])
+        self.test_images, self.test_labels = DeviceImages(test[0], load, backbone), test[1]
+        self.batch_size = batch_size
+        self.draws = torch.utils.data.DataLoader(
+            _Draws(len(self.images)),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.steps = len(self.draws)
+
+    def prepare(self, accelerator) -> None:
+        self.draws = accelerator.prepare(self.draws)
+        self.labels = self.labels.to(accelerator.device)
+
+    def train(self):
+        for rows, flips in self.draws:
+            yield self.images.batch(rows, flips), self.labels[rows.to(self.labels.device)]
+
+    @torch.no_grad()
+    def test_logits(self, model, _accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(len(self.test_images)).split(self.batch_size)
+        logits = [model(pixel_values=self.test_images.batch(r)).logits.float() for r in rows]
+        return torch.cat(logits).cpu(), torch.tensor(self.test_labels)
+
+
+class _LoaderBatches:
+    """`fine_tune`'s batches from DataLoaders that decode every image every epoch."""
+
+    def __init__(self, train, test, load, backbone: Backbone, c, seed: int):
+        self.loader = torch.utils.data.DataLoader(
+            ImageDataset(*train, load, backbone, flip=True),
+            batch_size=c.batch_size,
+            shuffle=True,
+            num_workers=c.num_workers,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.test_loader = torch.utils.data.DataLoader(
+            ImageDataset(*test, load, backbone, flip=False),
+            batch_size=c.batch_size,
+            num_workers=c.num_workers,
+        )
+        self.steps = len(self.loader)
+
+    def prepare(self, accelerator) -> None:
+        self.loader, self.test_loader = accelerator.prepare(self.loader, self.test_loader)
+
+    def train(self):
+        yield from self.loader
+
+    @torch.no_grad()
+    def test_logits(self, model, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+        logits_all, labels_all = [], []
+        for pixels, labels in self.test_loader:
+            logits = model(pixel_values=pixels).logits.float()
+            logits_all.append(accelerator.gather_for_metrics(logits).cpu())
+            labels_all.append(accelerator.gather_for_metrics(labels).cpu())
+        return torch.cat(logits_all), torch.cat(labels_all)
 
 
 def feature_cache_path(cfg: StudyConfig) -> Path:
@@ -434,6 +534,8 @@ class CellRunner:
             timings["train_s"] = time.perf_counter() - fit_start
         else:  # every cell fine-tunes a fresh copy of the pretrained weights
             fit_start = time.perf_counter()
+            torch.manual_seed(cell.seed)  # the new head's initial weights: the cell's own,
+            # not whatever the process (a warm kernel's earlier cells) drew before
             probs, history = fine_tune(
                 Backbone(self.cfg, self.classes),
                 (train, train_y),

@@ -15,7 +15,7 @@ from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
 from synthaug.io import SettingsMismatch
 from synthaug.sources import SourceError
-from synthaug.study import STAGES, StudyError, run_study, task_commands
+from synthaug.study import STAGES, StudyError, run_study, run_task, task_commands
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -39,6 +39,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         for line in lines:
             print(line)
         return
+    from synthaug.slurm import refuse_if_running, run_on_cluster
+
+    if args.executor == "slurm":
+        if args.dry_run:
+            raise ConfigError("--dry-run plans the study locally: leave out --executor slurm")
+        run_on_cluster(args.file, _overrides(args.parameters), args.stage, args.rebuild)
+        return
+    refuse_if_running(_load(args))
     run_study(
         args.file,
         _overrides(args.parameters),
@@ -47,6 +55,17 @@ def cmd_run(args: argparse.Namespace) -> None:
         verbose=args.verbose,
         rebuild=args.rebuild,
     )
+
+
+def cmd_task(args: argparse.Namespace) -> None:
+    run_task(args.file, _overrides(args.parameters), args.name, rebuild=args.rebuild)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from synthaug.slurm import status_lines
+
+    for line in status_lines(_load(args)):
+        print(line)
 
 
 def cmd_check_report(args: argparse.Namespace) -> None:
@@ -78,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     for name, func, help_text in (
         ("run", cmd_run, "run the whole study through papermill, then build the book"),
         ("validate", cmd_validate, "check a profile and print the resolved config"),
+        ("task", cmd_task, "run one task of the study by name (what a cluster job runs)"),
+        ("status", cmd_status, "how far the study is: per stage, on the cluster or here"),
         ("check-report", cmd_check_report, "open the built report in headless Chromium"),
     ):
         sub = commands.add_parser(name, help=help_text)
@@ -92,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
             help="override, dotted for nested keys: -p generator.epochs 3",
         )
         sub.set_defaults(func=func)
+        if name == "task":
+            sub.add_argument("--name", required=True, help="a task, as --dry-run lists them")
+            sub.add_argument("--rebuild", action="store_true", help="run it even if done")
         if name == "check-report":
             sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
         if name == "run":
@@ -109,6 +133,13 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="run the --stage's notebooks again although done: their work is found "
                 "done, so their figures and tables are redrawn from the finished run",
+            )
+            sub.add_argument(
+                "--executor",
+                choices=("local", "slurm"),
+                default="local",
+                help="local: run here (default); slurm: submit each stage as a job array "
+                "of a SLURM cluster, chained with afterok, and follow it",
             )
             sub.add_argument(
                 "--print-tasks",

@@ -12,10 +12,11 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from synthaug.compiling import CompileMode
 from synthaug.paths import RunPaths
 
 CLASS_KEYWORD = "{class_name}"
@@ -200,7 +202,11 @@ class GeneratorConfig(_Section):
         None, description="with base_model 'tiny': pretrain it on real images first"
     )
     lora: AdapterConfig = AdapterConfig()
-    optimizer: Literal["prodigy", "adamw"] = "prodigy"
+    optimizer: Literal["prodigy", "prodigy_reference", "adamw"] = Field(
+        "prodigy",
+        description="prodigy: prodigyopt's algorithm with one host sync a step "
+        "(synthaug.prodigy); prodigy_reference: prodigyopt itself",
+    )
     learning_rate: float = Field(1.0, gt=0, description="Prodigy expects 1.0")
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["cosine", "constant"] = "cosine"
@@ -217,6 +223,11 @@ class GeneratorConfig(_Section):
     max_sequence_length: int = Field(512, gt=0, description="T5 tokens per prompt")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    compile: CompileMode = Field(
+        "none",
+        description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
+        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+    )
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
     seed: int = 0
 
@@ -240,6 +251,11 @@ class GenerationConfig(_Section):
     lora_scale: float = Field(1.0, ge=0)
     batch_size: int = Field(4, gt=0)
     seed: int = 0
+    compile: CompileMode = Field(
+        "none",
+        description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
+        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+    )
     arms: list[Literal["lora", "base", "img2img"]] = Field(
         ["lora"],
         min_length=1,
@@ -298,7 +314,17 @@ class ClassifierConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     image_size: int = Field(224, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    num_workers: int = Field(0, ge=0, description="DataLoader workers (full fine-tune)")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (preload: false)")
+    preload: bool = Field(
+        True,
+        description="full fine-tune: decode and resize each image once per cell, onto the "
+        "device, and flip and normalise there; false: a DataLoader decodes every epoch",
+    )
+    compile: CompileMode = Field(
+        "none",
+        description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
+        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+    )
 
 
 class StudyMix(_Section):
@@ -401,6 +427,60 @@ class StudySection(_Section):
         ]
 
 
+SLURM_TIME = r"^(\d+-)?\d+(:\d{1,2}){0,2}$"
+
+
+def _sbatch_options(options: list[str]) -> list[str]:
+    bad = [option for option in options if not option.startswith("-")]
+    if bad:
+        raise ValueError(f"sbatch options start with '-', e.g. --qos=normal; got {bad}")
+    return options
+
+
+SbatchOptions = Annotated[list[str], AfterValidator(_sbatch_options)]
+
+
+class StageResources(_Section):
+    """What one task of a stage asks the cluster for (each array task gets all of it)."""
+
+    gpus: int = Field(0, ge=0, description="GPUs per task (--gres=gpu:N)")
+    cpus: int = Field(1, ge=1, description="CPU cores per task; also its OMP_NUM_THREADS")
+    mem: str | None = Field(
+        None, pattern=r"^\d+[KMGT]?$", description="memory per task, e.g. 64G (None: default)"
+    )
+    time: str | None = Field(
+        None, pattern=SLURM_TIME, description="wall-time limit, e.g. 4:00:00 or 1-12:00:00"
+    )
+    partition: str | None = Field(None, description="this stage's partition (None: cluster's)")
+    sbatch_options: SbatchOptions = Field([], description="more sbatch options for this stage")
+
+
+class ClusterConfig(_Section):
+    """`synthaug run --executor slurm`: one job array per stage, chained with afterok."""
+
+    partition: str | None = Field(None, description="sbatch --partition (None: the default)")
+    account: str | None = Field(None, description="sbatch --account (None: your default)")
+    sbatch_options: SbatchOptions = Field(
+        [], description="more sbatch options for every stage, e.g. ['--qos=normal']"
+    )
+    setup: list[str] = Field(
+        [], description="shell lines each task runs first, e.g. ['module load cuda/12.4']"
+    )
+    generation_shards: int = Field(1, ge=1, description="array tasks per generation arm")
+    max_parallel: int | None = Field(
+        None, ge=1, description="array tasks of one stage running at once (None: no limit)"
+    )
+    poll_seconds: float = Field(10.0, gt=0, description="how often the runner asks squeue")
+    lora: StageResources = StageResources()
+    generate: StageResources = StageResources()
+    classify: StageResources = StageResources()
+    analysis: StageResources = StageResources()
+    book: StageResources = StageResources()
+
+    def resources(self, stage: str) -> StageResources:
+        return getattr(self, stage)
+
+
 class StudyConfig(_Section):
     """A whole study; every stage reads its own section."""
 
@@ -412,6 +492,7 @@ class StudyConfig(_Section):
     generation: GenerationConfig
     classifier: ClassifierConfig
     study: StudySection
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -592,7 +673,19 @@ def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
     return load_config(profile, overrides).at_generator_seed(seed)
 
 
+# Settings of how fast a stage runs, not of what it makes: left out of the hashes and the
+# settings records, so that switching them keeps finished outputs. (`preload` gives the
+# DataLoader path's pixels, order and flips: tested equal.)
+RUN_ONLY = frozenset({"compile", "preload"})
+
+
+def identity(section: BaseModel) -> dict[str, Any]:
+    """A section's settings that decide what a stage makes (all but `RUN_ONLY`)."""
+    fields = type(section).model_fields.keys()
+    return section.model_dump(mode="json", exclude=set(RUN_ONLY & fields))
+
+
 def config_hash(section: BaseModel, *extra: Any) -> str:
     """A short, stable hash of a config section (for cache keys and resume checks)."""
-    payload = json.dumps([section.model_dump(mode="json"), *extra], sort_keys=True)
+    payload = json.dumps([identity(section), *extra], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from synthaug import provenance
+from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig
 from synthaug.data import DataError, ImageLoader, ImageRecord, prepare_data, spread
 from synthaug.flux import prompt_for
@@ -152,7 +153,8 @@ def load_generator(
     FLUX img2img pipeline on the same components.
 
     Weights are held in the dtype of `generator.mixed_precision` (bf16 for the paper
-    profile), on `device` (default: the first GPU, else the CPU)."""
+    profile), on `device` (default: the first GPU, else the CPU); its transformer's
+    blocks compiled as `generation.compile` says."""
     source = base_model_source(cfg)
     pipe = load_flux_pipeline(source, weight_dtype(cfg.generator.mixed_precision))
     digest = ""
@@ -176,6 +178,7 @@ def load_generator(
 
         pipe = FluxImg2ImgPipeline.from_pipe(pipe)
     pipe.to(device or default_device())
+    compile_blocks(pipe.transformer, cfg.generation.compile)  # after the LoRA is fused
     return pipe, source, digest
 
 

@@ -32,7 +32,8 @@ from PIL import Image
 from safetensors.torch import load_file, save
 
 from synthaug import provenance
-from synthaug.config import StudyConfig, config_hash
+from synthaug.compiling import compile_blocks
+from synthaug.config import StudyConfig, config_hash, identity
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
@@ -157,8 +158,11 @@ def _checkpoint(path: Path, transformer, optimizer, scheduler, step: int, losses
 
 def _make_optimizer(cfg: StudyConfig, params: list[torch.nn.Parameter]):
     g = cfg.generator
-    if g.optimizer == "prodigy":
-        from prodigyopt import Prodigy
+    if g.optimizer in ("prodigy", "prodigy_reference"):
+        if g.optimizer == "prodigy":
+            from synthaug.prodigy import Prodigy
+        else:
+            from prodigyopt import Prodigy
 
         return Prodigy(
             params,
@@ -264,7 +268,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     key = lora_key(cfg)
     if is_trained(cfg):
         return read_json(cfg.paths.lora_summary)
-    settings = {"config_hash": key, "generator": g.model_dump(mode="json")}
+    settings = {"config_hash": key, "generator": identity(g)}
     record_settings(out / "config.json", settings, str(out))
     if "LOCAL_RANK" not in os.environ:  # the launching process records, not each worker
         provenance.record(cfg, "01_lora")
@@ -312,6 +316,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     params = [p for p in transformer.parameters() if p.requires_grad]
     if g.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
+    compile_blocks(transformer, g.compile)  # the LoRA layers are inside the blocks
     optimizer = _make_optimizer(cfg, params)
     step_schedule = StepSchedule(len(records), g.repeats, g.batch_size, g.epochs)
     from diffusers.optimization import get_scheduler

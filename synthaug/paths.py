@@ -10,6 +10,7 @@ features/<classifier>.safetensors  frozen-backbone features       (classify)
 cells/<cell>/metrics.json       one classifier per mix and seed   (classify)
 notebooks/<task>.ipynb          the executed notebooks            (study)
 logs/kernels.log, .status/      kernel output, live progress      (study)
+logs/slurm/                     job scripts, logs, submission     (slurm)
 book/, book/_build/html/        the Jupyter Book                  (book)
 provenance/<task>.json          package versions and resolved config per task
 """
@@ -44,6 +45,7 @@ class RunPaths:
         # what the Jupyter kernels themselves print (not the notebooks' output), and where
         # running stages leave their latest progress line for `synthaug run`
         self.kernel_log, self.status = root / "logs" / "kernels.log", root / ".status"
+        self.slurm = root / "logs" / "slurm"  # `--executor slurm`: scripts, job logs
         self.book = root / "book"
         self.book_index = self.book / "_build" / "html" / "index.html"
 

@@ -51,8 +51,9 @@ class Task:
     is_done: Callable[[], bool] = lambda: False
 
 
-def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
-    """Every task of the study, up to and including stage `until`."""
+def list_tasks(cfg: StudyConfig, until: str | None = None, shards: int | None = None) -> list[Task]:
+    """Every task of the study, up to and including stage `until`; each arm's images in
+    `shards` generation tasks (default: one per worker of this machine)."""
     from synthaug.book import book_is_current
     from synthaug.classify import CellRunner
     from synthaug.data import prepare_data
@@ -73,7 +74,7 @@ def list_tasks(cfg: StudyConfig, until: str | None = None) -> list[Task]:
             check = done(name, lambda c=trained: is_trained(c))
             tasks.append(Task("lora", name, "01_lora", seed_parameter(g), check))
     if "generate" in stages:
-        shards = len(stage_devices(cfg, "generate"))
+        shards = shards or len(stage_devices(cfg, "generate"))
         for g in seeds:
             for arm in cfg.generation.arms:
                 for index in range(shards):
@@ -237,8 +238,43 @@ def _check_rebuild(stage: str | None, rebuild: bool) -> None:
 
 
 def _to_run(tasks: list[Task], stage: str | None, rebuild: bool) -> list[Task]:
-    """The tasks not done yet; with `rebuild`, `stage`'s done ones too."""
-    return [task for task in tasks if (rebuild and task.stage == stage) or not task.is_done()]
+    """The tasks not done yet, with `rebuild` `stage`'s done ones too, and the analysis
+    and the book whenever a task before them is to run (they read every earlier output)."""
+    todo: list[Task] = []
+    for task in tasks:
+        stale = task.stage in ("analysis", "book") and bool(todo)
+        if stale or (rebuild and task.stage == stage) or not task.is_done():
+            todo.append(task)
+    return todo
+
+
+def prepare_tasks(
+    profile: str | Path,
+    overrides: Mapping[str, Any] | None,
+    stage: str | None,
+    rebuild: bool,
+    shards: int | None = None,
+) -> tuple[StudyConfig, dict[str, Any], list[Task]]:
+    """For tasks run elsewhere (printed or submitted): the config, the parsed overrides and
+    the tasks still to do, after the design check, with the manifest and the resolved
+    config written once, before tasks run side by side."""
+    from synthaug.config import parse_value
+    from synthaug.provenance import write_config
+
+    _check_rebuild(stage, rebuild)
+    given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    cfg = build_config(apply_overrides(read_yaml(profile), given))
+    check_design(cfg)
+    write_config(cfg)
+    return cfg, given, _to_run(list_tasks(cfg, stage, shards), stage, rebuild)
+
+
+def override_flags(given: Mapping[str, Any]) -> str:
+    """The overrides as shell-quoted `-p KEY VALUE` flags (values as JSON, which YAML reads)."""
+    import json
+    import shlex
+
+    return "".join(f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in given.items())
 
 
 def task_commands(
@@ -255,15 +291,7 @@ def task_commands(
     import json
     import shlex
 
-    from synthaug.config import parse_value
-    from synthaug.provenance import write_config
-
-    _check_rebuild(stage, rebuild)
-    given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
-    cfg = build_config(apply_overrides(read_yaml(profile), given))
-    check_design(cfg)  # also writes the manifest once, before tasks run side by side
-    write_config(cfg)
-    todo = _to_run(list_tasks(cfg, stage), stage, rebuild)
+    cfg, given, todo = prepare_tasks(profile, overrides, stage, rebuild)
     root = project_root()
     profile_arg = shlex.quote(str(Path(profile).resolve()))
     cd = f"cd {shlex.quote(str(root))} && "
@@ -276,9 +304,7 @@ def task_commands(
         lines.append(f"# stage {name}: {len(batch)} task(s){together}")
         for task in batch:
             if task.notebook is None:
-                flags = "".join(
-                    f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in given.items()
-                )
+                flags = override_flags(given)
                 lines.append(f"{cd}synthaug run -f {profile_arg}{flags} --stage {name}")
                 continue
             out = cfg.paths.executed(task.name)
@@ -292,6 +318,39 @@ def task_commands(
                 + f" && mv {shlex.quote(str(partial))} {shlex.quote(str(out))}"
             )
     return lines
+
+
+def run_task(
+    profile: str | Path,
+    overrides: Mapping[str, Any] | None,
+    name: str,
+    rebuild: bool = False,
+    echo: Callable[[str], None] = print,
+) -> bool:
+    """`synthaug task`: run the one task `name` of the study, in a fresh kernel whose
+    output goes to this process's terminal (a cluster job's log), unless it is done
+    (with `rebuild`, even then). Generation is split as `cluster.generation_shards` says.
+    True if it ran."""
+    sections = apply_overrides(read_yaml(profile), overrides or {})
+    cfg = build_config(sections)
+    tasks = {task.name: task for task in list_tasks(cfg, shards=cfg.cluster.generation_shards)}
+    if name not in tasks:
+        raise ConfigError(
+            f"study {cfg.name} has no task {name!r}; `synthaug run -f {profile} --dry-run` "
+            "lists its tasks"
+        )
+    task = tasks[name]
+    if task.is_done() and not rebuild:
+        echo(f"{name}: done already")
+        return False
+    if task.notebook is None:
+        from synthaug.book import build_book
+
+        build_book(cfg)
+    else:
+        execute(task, cfg, sections)
+    echo(f"{name}: done")
+    return True
 
 
 def run_study(

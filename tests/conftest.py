@@ -74,3 +74,36 @@ def ucmerced() -> Path:
 def smoke_config(output_dir: Path, **overrides: object) -> StudyConfig:
     """The smoke profile writing under `output_dir`, with dotted overrides."""
     return load_config(ROOT / "params" / "smoke.yaml", {"output_dir": str(output_dir), **overrides})
+
+
+# The smoke study made small (one classifier seed, one mix, one arm, no sweep): 8 tasks,
+# for the tests that run it another way (printed tasks, a SLURM cluster) and compare.
+SMALL_SMOKE = {
+    "study.seeds": "[0]",
+    "study.generated_shares": "[0.5]",
+    "generation.arms": "[lora]",
+    "study.sample_efficiency": "null",
+}
+
+
+@pytest.fixture(scope="session")
+def small_local_study(tmp_path_factory: pytest.TempPathFactory, ucmerced: Path) -> StudyConfig:
+    """The small smoke study run here by `synthaug run` up to its cells: the reference."""
+    from synthaug.study import run_study
+
+    out = tmp_path_factory.mktemp("small-local")
+    overrides = {"output_dir": str(out), **SMALL_SMOKE}
+    run_study(ROOT / "params/smoke.yaml", overrides, stage="classify", echo=lambda _: None)
+    return smoke_config(out, **SMALL_SMOKE)
+
+
+def cell_results(cfg: StudyConfig) -> dict[str, dict]:
+    """Every cell's metrics.json, without its timings: equal runs give equal dicts."""
+    import json
+
+    results = {}
+    for folder in sorted(cfg.paths.cells.iterdir()):
+        metrics = json.loads(cfg.paths.cell_metrics(folder.name).read_text())
+        assert metrics.pop("timings")
+        results[folder.name] = metrics
+    return results

@@ -142,6 +142,22 @@ def test_full_fine_tune_mode(tmp_path, ucmerced) -> None:
     assert "features_s" not in metrics["timings"]
 
 
+def test_images_decoded_once_train_the_cell_the_dataloader_trains(tmp_path, ucmerced) -> None:
+    """`classifier.preload` (decode once onto the device, flip and normalise there, one
+    read-back an epoch) gives the DataLoader path's curves and probabilities exactly,
+    with a mix of real and generated images and the flips of both."""
+    settings = {"classifier.mode": "full", "classifier.epochs": 3, "classifier.learning_rate": 1e-3}
+    results = []
+    for preload in (True, False):
+        cfg = smoke_config(tmp_path / str(preload), **settings, **{"classifier.preload": preload})
+        fake_generated_set(cfg)
+        results.append(run_cell(cfg, n_generated=10, n_real=10, seed=3))
+    ours, theirs = results
+    assert ours["history"] == theirs["history"]
+    assert ours["accuracy"] == theirs["accuracy"] and ours["config_hash"] == theirs["config_hash"]
+    assert ours["history"][0]["train_loss"] != ours["history"][-1]["train_loss"]
+
+
 def test_cpu_profile_real_only_is_far_above_chance(tmp_path, ucmerced) -> None:
     """DINOv2-small linear probe on real UC Merced: 21 classes, chance is 0.048."""
     cfg = load_config(ROOT / "params" / "ucmerced-cpu.yaml", {"output_dir": str(tmp_path)})

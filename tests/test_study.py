@@ -16,7 +16,7 @@ from synthaug.data import DataError
 from synthaug.io import read_csv
 from synthaug.study import StudyError, Task, _threads_per_kernel, execute, list_tasks, run_study
 
-from .conftest import ROOT, smoke_config
+from .conftest import ROOT, SMALL_SMOKE, cell_results, smoke_config
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +413,7 @@ def test_gpu_smoke_profile_runs_with_the_paper_precision_settings(tmp_path, ucme
     assert (run / "book/_build/html/04_analysis.html").is_file()
 
 
-def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) -> None:
+def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, small_local_study) -> None:
     """`--print-tasks` for a cluster's scheduler: each line run alone, in order, gives the
     same cells as `synthaug run`, which afterwards finds every task done."""
     import os
@@ -421,12 +421,7 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) 
 
     from synthaug.study import task_commands
 
-    small = {
-        "study.seeds": "[0]",
-        "study.generated_shares": "[0.5]",
-        "generation.arms": "[lora]",
-        "study.sample_efficiency": "null",
-    }
+    small = SMALL_SMOKE
     lines = task_commands(ROOT / "params/smoke.yaml", {"output_dir": str(tmp_path / "a"), **small})
     assert [line for line in lines if line.startswith("#")] == [
         "# stage lora: 1 task(s)",
@@ -461,18 +456,5 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, ucmerced) 
     )
     assert redraw[0] == "# stage analysis: 1 task(s)" and "04_analysis" in redraw[1]
     assert len(redraw) == 2
-    run_study(
-        ROOT / "params/smoke.yaml",
-        {"output_dir": str(tmp_path / "b"), **small},
-        stage="classify",
-        echo=lambda _line: None,
-    )
-    reference = smoke_config(tmp_path / "b", **small)
-    cells = sorted(p.name for p in printed.paths.cells.iterdir())
-    assert len(cells) == 4 and cells == sorted(p.name for p in reference.paths.cells.iterdir())
-    for cell in cells:
-        ours, theirs = (
-            json.loads(c.paths.cell_metrics(cell).read_text()) for c in (printed, reference)
-        )
-        assert ours.pop("timings") and theirs.pop("timings")
-        assert ours == theirs
+    assert len(cell_results(printed)) == 4
+    assert cell_results(printed) == cell_results(small_local_study)
