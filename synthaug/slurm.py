@@ -92,7 +92,8 @@ def submit(
     rebuild: bool = False,
 ) -> list[StageJob]:
     """Submit the tasks to do as one array per stage, each after the stages before it;
-    write the scripts and the submission record under `logs/slurm/`."""
+    write the scripts and the submission record under `logs/slurm/`. If sbatch refuses a
+    stage, the stages already queued are cancelled: all or nothing is submitted."""
     cfg.paths.slurm.mkdir(parents=True, exist_ok=True)
     jobs: list[StageJob] = []
     for stage in STAGES:
@@ -104,7 +105,11 @@ def submit(
         log = str(cfg.paths.slurm / f"{stage}-%A_%a.out")
         after = [job.job_id for job in jobs]
         command = sbatch_command(cfg, stage, len(names), log, after) + [str(script)]
-        job_id = _slurm(*command).stdout.strip().split(";")[0]
+        try:
+            job_id = _slurm(*command).stdout.strip().split(";")[0]
+        except StudyError as error:  # e.g. a stage's partition refused: none half-queued
+            _slurm("scancel", *(job.job_id for job in jobs), check=False)
+            raise StudyError(f"{error}\nnothing of study {cfg.name} was left queued") from None
         jobs.append(StageJob(stage, job_id, names, log))
     write_json(
         cfg.paths.slurm / "submission.json",

@@ -154,3 +154,19 @@ def test_failed_cell_is_reported_and_a_resubmission_completes_it(on_cluster, cap
         (resubmitted[0].job_id, [f"03_train_ratio-{cell}"])
     ]
     assert cell_results(cfg) == before
+
+
+@needs_cluster
+def test_a_stage_sbatch_refuses_leaves_nothing_queued(tmp_path) -> None:
+    overrides = {"output_dir": str(tmp_path), **SMALL_SMOKE, "cluster.book.partition": "nosuch"}
+    with pytest.raises(StudyError, match=r"(?s)invalid partition.*nothing of study smoke"):
+        slurm.run_on_cluster(PROFILE, overrides, echo=lambda _: None)
+    cfg = smoke_config(tmp_path, **SMALL_SMOKE)
+    assert slurm.read_submission(cfg) is None
+    queued = subprocess.run(
+        ["squeue", "-h", "-n", "synthaug-smoke-lora", "-t", "PENDING,RUNNING", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert queued == []
