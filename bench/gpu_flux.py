@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_speed as speed  # noqa: E402
-from common import save  # noqa: E402
+from common import RESULTS, save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
 from synthaug.lora import lora_targets  # noqa: E402
@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument(
         "--attention", choices=ATTENTION, default="synthaug", help="SDPA kernels (see ATTENTION)"
     )
+    parser.add_argument(
+        "--add", action="store_true", help="keep the saved results' other parts (a split run)"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     select_attention(args.attention)
@@ -251,7 +254,7 @@ def main() -> None:
     part(
         "tokens",
         lambda: speed.text_token_speeds(
-            model, config, n_image, lengths, device, 3 * args.warmup, args.warmup, "regional"
+            model, config, n_image, lengths, device, 2 * args.warmup, args.warmup, "regional"
         ),
     )
     gen = cfg.generation
@@ -268,9 +271,15 @@ def main() -> None:
         ),
     )
     part("sweep", lambda: sweep(model, config, n_params, tokens, device, args, gpu))
+    name = "gpu_flux_tiny" if args.tiny else "gpu_flux"
+    saved = RESULTS / f"{name}.json"
+    if args.add and saved.exists():
+        earlier = json.loads(saved.read_text())
+        result = {**{k: earlier[k] for k in PARTS if k in earlier}, **result}
+        result["part_seconds"] = {**earlier.get("part_seconds", {}), **result["part_seconds"]}
     result["projection"] = projection(cfg, result)
     print(json.dumps(result, indent=2))
-    print(f"written to {save('gpu_flux_tiny' if args.tiny else 'gpu_flux', result)}")
+    print(f"written to {save(name, result)}")
 
 
 def sweep(model, config, n_params, tokens, device, args, gpu) -> list[dict]:
