@@ -77,12 +77,17 @@ def to_pixels(
     images: Iterable[Image.Image], size: int, mean: list[float], std: list[float]
 ) -> torch.Tensor:
     """The one preprocessing for real and generated images: bicubic resize, scale, normalise."""
+    pixels = resized(images, size).float() / 255.0
+    return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def resized(images: Iterable[Image.Image], size: int) -> torch.Tensor:
+    """RGB images resized (bicubic) to size x size, as one uint8 (N, 3, size, size) tensor."""
     arrays = [
         np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
         for image in images
     ]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-    return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 class Backbone:
@@ -251,13 +256,8 @@ class DeviceImages:
     resize)."""
 
     def __init__(self, records: list[ImageRecord], load: Callable, backbone: Backbone) -> None:
-        size = backbone.size
-        arrays = [
-            np.asarray(load(r).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
-            for r in records
-        ]
         device = next(backbone.model.parameters()).device
-        self.pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
+        self.pixels = resized((load(r) for r in records), backbone.size).to(device)
         self.mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
 
@@ -338,11 +338,12 @@ def fine_tune(
         test_logits, test_labels = batches.test_logits(model, accelerator)
         test_loss, test_acc = _epoch_stats(test_logits, test_labels)
         seen = len(train[0])
+        loss_sum, hit_count = torch.stack([total_loss, correct.double()]).tolist()  # one sync
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total_loss.item() / seen,  # the epoch's one read-back
-                "train_accuracy": correct.item() / seen,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": hit_count / seen,
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
             }
