@@ -28,7 +28,7 @@ from common import save  # noqa: E402
 from synthaug.classify import Backbone, to_pixels, train_linear_head  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
 from synthaug.data import decode_image, open_source  # noqa: E402
-from synthaug.models import load_flux_pipeline  # noqa: E402
+from synthaug.families import family_named  # noqa: E402
 from synthaug.pretrain import base_model_source, captions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,7 @@ def main() -> None:
         raise SystemExit(f"{args.profile} has no generator.pretrain section")
     source = open_source(pre.data)
     base = Path(base_model_source(cfg))
-    pipe = load_flux_pipeline(base)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = family_named(cfg.generator.family).load_pipeline(base, torch.float32)
 
     start, images, labels = time.perf_counter(), [], []
     for index, caption in enumerate(captions(source.classes, pre.caption_template)):

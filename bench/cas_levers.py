@@ -30,14 +30,14 @@ from common import save  # noqa: E402
 
 from synthaug.analysis import ceilings  # noqa: E402
 from synthaug.classify import CellRunner, run_cell  # noqa: E402
-from synthaug.config import AdapterConfig, load_config  # noqa: E402
+from synthaug.config import load_config  # noqa: E402
+from synthaug.families.flux1 import TARGETS  # noqa: E402  the paper's LoRA targets
 from synthaug.generate import generate_images  # noqa: E402
 from synthaug.io import read_json  # noqa: E402
 from synthaug.lora import train_lora  # noqa: E402
 from synthaug.pretrain import base_model_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = AdapterConfig.model_fields["target_modules"].default  # the paper's LoRA targets
 # The LoRA as the paper trains it (its targets, 6 epochs), then one change at a time, then
 # the profile as it stands (AdaLN targets and 18 epochs).
 PAPER_LORA = {"generator.epochs": 6, "generator.lora.target_modules": TARGETS}

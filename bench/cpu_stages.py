@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
-from synthaug.flux import flow_matching_loss  # noqa: E402
+from synthaug.families import family_named  # noqa: E402
+from synthaug.flow import flow_matching_loss  # noqa: E402
 from synthaug.lora import encode_training_set  # noqa: E402
-from synthaug.models import tiny_flux_pipeline  # noqa: E402
 
 CLASSES = ["agricultural", "beach", "forest", "harbor"]
 
@@ -45,7 +45,8 @@ def lora_throughput(cfg, steps: int) -> dict:
     from peft import LoraConfig
 
     g = cfg.generator
-    pipe = tiny_flux_pipeline(g.tiny)
+    family = family_named(g.family)
+    pipe = family.tiny_pipeline(g.tiny)
     generator = torch.Generator().manual_seed(0)
     images = [
         Image.fromarray(
@@ -61,7 +62,7 @@ def lora_throughput(cfg, steps: int) -> dict:
             r=g.lora.rank,
             lora_alpha=g.lora.alpha,
             init_lora_weights="gaussian",
-            target_modules=g.lora.target_modules,
+            target_modules=family.targets(g.lora.target_modules),
         )
     )
     optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad])

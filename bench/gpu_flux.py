@@ -15,7 +15,7 @@ its error and the rest still measured.
 
 The transformer is built from FLUX.1-dev's public config directly on the device in bf16,
 frozen, with an fp32 LoRA of the profile's rank and targets. Attention runs on the
-kernels the study uses (cuDNN's off: `synthaug.models.avoid_cudnn_attention`).
+kernels the study uses (cuDNN's off: `synthaug.attention.avoid_cudnn_attention`).
 
 MFU counts the model FLOPs of one training sample: 2·N·T forward and 2·N·T backward to
 the inputs (the base is frozen: no weight gradients; the LoRA's are negligible), i.e.
@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_speed as speed  # noqa: E402
 from common import RESULTS, save  # noqa: E402
 
+from synthaug.attention import avoid_cudnn_attention  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
+from synthaug.families import family_named  # noqa: E402
 from synthaug.lora import lora_targets  # noqa: E402
-from synthaug.models import avoid_cudnn_attention  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # black-forest-labs/FLUX.1-dev, transformer/config.json (public).
@@ -66,6 +67,31 @@ TINY = {
     "joint_attention_dim": 32,
     "pooled_projection_dim": 32,
     "axes_dims_rope": (4, 6, 6),
+}
+# black-forest-labs/FLUX.2-klein-base-4B, transformer/config.json (as diffusers' conversion
+# script writes it for klein-4b; the text encoder is Qwen3-4B, 2,560 wide, 3 layers stacked).
+KLEIN_BASE_4B = {
+    "patch_size": 1,
+    "in_channels": 128,
+    "num_layers": 5,
+    "num_single_layers": 20,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 7680,
+    "timestep_guidance_channels": 256,
+    "mlp_ratio": 3.0,
+    "axes_dims_rope": (32, 32, 32, 32),
+    "rope_theta": 2000,
+    "guidance_embeds": False,
+}
+KLEIN_TINY = {
+    **KLEIN_BASE_4B,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 96,
+    "axes_dims_rope": (4, 4, 4, 4),
 }
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
 
@@ -129,14 +155,17 @@ def inputs(config: dict, batch: int, n_image: int, n_text: int, device, dtype) -
     }
 
 
-def build_transformer(config: dict, rank: int, alpha: float, targets: list[str], device):
-    """FLUX's transformer in bf16 on `device`, frozen, with an fp32 LoRA as the study adds."""
-    from diffusers import FluxTransformer2DModel
+def build_transformer(
+    config: dict, rank: int, alpha: float, targets: list[str], device, family: str = "flux1"
+):
+    """The family's transformer in bf16 on `device`, frozen, with an fp32 LoRA as the study
+    adds."""
+    import diffusers
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
     with built_on(device, torch.bfloat16):
-        model = FluxTransformer2DModel(**config)
+        model = getattr(diffusers, family_named(family).transformer_class)(**config)
     n_params = sum(p.numel() for p in model.parameters())
     model.requires_grad_(False)
     model.add_adapter(
@@ -213,7 +242,16 @@ def main() -> None:
     parser.add_argument(
         "--add", action="store_true", help="keep the saved results' other parts (a split run)"
     )
+    parser.add_argument(
+        "--family",
+        choices=["flux1", "flux2-klein"],
+        default="flux1",
+        help="flux2-klein: FLUX.2 [klein] base 4B's shapes through the family interface "
+        "(LoRA samples/s and memory, a sampling step), with params/paper-flux2-klein.yaml",
+    )
     args = parser.parse_args()
+    if args.family != "flux1":
+        return family_main(args)
     parts = set(args.parts.split(","))
     select_attention(args.attention)
     cfg = load_config(args.profile)
@@ -222,9 +260,8 @@ def main() -> None:
     config = TINY if args.tiny else FLUX_DEV
     n_image = image_tokens(g.resolution) if not args.tiny else 16
     n_text = g.max_sequence_length if not args.tiny else 8
-    model, n_params = build_transformer(
-        config, g.lora.rank, g.lora.alpha, g.lora.target_modules, device
-    )
+    targets = family_named(g.family).targets(g.lora.target_modules)
+    model, n_params = build_transformer(config, g.lora.rank, g.lora.alpha, targets, device)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
     result: dict = {
         "config": "tiny" if args.tiny else "FLUX.1-dev",
@@ -278,6 +315,42 @@ def main() -> None:
         result = {**{k: earlier[k] for k in PARTS if k in earlier}, **result}
         result["part_seconds"] = {**earlier.get("part_seconds", {}), **result["part_seconds"]}
     result["projection"] = projection(cfg, result)
+    print(json.dumps(result, indent=2))
+    print(f"written to {save(name, result)}")
+
+
+def family_main(args) -> None:
+    """`--family flux2-klein`: its transformer at the profile's shapes, random weights."""
+    profile = args.profile.replace("paper.yaml", f"paper-{args.family}.yaml")
+    cfg = load_config(profile)
+    g, family = cfg.generator, family_named(args.family)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = KLEIN_TINY if args.tiny else KLEIN_BASE_4B
+    side = 2 if args.tiny else g.resolution // 16  # 8x VAE, then 2x2 patchified
+    n_text = 8 if args.tiny else g.max_sequence_length
+    model, n_params = build_transformer(
+        config,
+        g.lora.rank,
+        g.lora.alpha,
+        family.targets(g.lora.target_modules),
+        device,
+        args.family,
+    )
+    shapes = {
+        "latents": (config["in_channels"], side, side),
+        "prompt_embeds": (n_text, config["joint_attention_dim"]),
+        "generation_batch": cfg.generation.batch_size,
+        "passes_per_step": 2 if cfg.generation.guidance_scale > 1 else 1,
+    }
+    result = {
+        "config": f"tiny {args.family}" if args.tiny else "FLUX.2-klein-base-4B",
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "profile": Path(profile).name,
+        "transformer_params": n_params,
+        "tokens_image_text": [side * side, n_text],
+        **speed.family_step_speeds(args.family, model, shapes, device, args.steps, args.warmup),
+    }
+    name = f"gpu_{args.family.replace('-', '_')}" + ("_tiny" if args.tiny else "")
     print(json.dumps(result, indent=2))
     print(f"written to {save(name, result)}")
 

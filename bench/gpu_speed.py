@@ -350,3 +350,63 @@ def time_cell(cfg, images: int) -> dict:
         "peak_memory_gib": peak_gib(device),
         "test_accuracy": history[-1]["test_accuracy"],
     }
+
+
+def family_step_speeds(family_name: str, model, shapes: dict, device, steps: int, warmup: int):
+    """Any generator family through its own interface (`synthaug.families`): LoRA samples/s
+    and peak memory of the study's step (synthaug's Prodigy, bf16 autocast, batch 1), then
+    seconds and peak memory of one sampling step at the generation batch, with as many
+    transformer passes as the family's guidance makes (classifier-free: 2)."""
+    from synthaug.families import family_named
+    from synthaug.prodigy import Prodigy
+
+    family = family_named(family_name)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device, torch.bfloat16)
+
+    def text(batch: int) -> dict:
+        return {key: draw(batch, *shapes[key]) for key in family.text_keys}
+
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = Prodigy(trained, lr=1.0, use_bias_correction=True)
+    model.train()
+    reset_peak(device)
+    for step in range(steps + warmup):
+        if step == warmup:
+            sync(device)
+            begin = time.perf_counter()
+        x0, noise = draw(1, *shapes["latents"]), draw(1, *shapes["latents"])
+        sigma = torch.rand(1, generator=generator).to(device, torch.bfloat16)
+        noisy = (1 - sigma.view(-1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1) * noise
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            prediction = family.predict(model, noisy, sigma, text(1), 1.0)
+        loss = torch.nn.functional.mse_loss(prediction.float(), family.pack(noise - x0).float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    lora = {
+        "samples_per_s": steps / (time.perf_counter() - begin),
+        "peak_memory_gib": peak_gib(device),
+    }
+    model.eval()
+    batch, passes = shapes["generation_batch"], shapes["passes_per_step"]
+    latents, prompts = draw(batch, *shapes["latents"]), text(batch)
+    reset_peak(device)
+    with torch.no_grad():
+        for call in range(2):  # the first call warms up
+            if call == 1:
+                sync(device)
+                begin = time.perf_counter()
+            for _ in range(passes):
+                family.predict(model, latents, torch.full((batch,), 0.5), prompts, 1.0)
+    sync(device)
+    sampling = {
+        "batch": batch,
+        "passes_per_step": passes,
+        "step_s": time.perf_counter() - begin,
+        "peak_memory_gib": peak_gib(device),
+    }
+    return {"family": family_name, "lora": lora, "sampling_step": sampling}

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
-from synthaug.flux import encode_prompts, flow_matching_loss  # noqa: E402
-from synthaug.models import tiny_flux_pipeline  # noqa: E402
+from synthaug.families import family_named  # noqa: E402
+from synthaug.flow import flow_matching_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,10 @@ def step_seconds(profile: str, heads: int, head_dim: int, double: int, single: i
             "generator.tiny.num_single_layers": single,
         },
     )
-    pipe = tiny_flux_pipeline(cfg.generator.tiny)
+    family = family_named(cfg.generator.family)
+    pipe = family.tiny_pipeline(cfg.generator.tiny)
     transformer = pipe.transformer.train()
-    encoders = [pipe.text_encoder.train(), pipe.text_encoder_2.train()]
+    encoders = [e.train() for e in family.text_encoders(pipe)]
     params = [*transformer.parameters(), *(p for e in encoders for p in e.parameters())]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     batch = cfg.generator.pretrain.batch_size
@@ -56,7 +57,7 @@ def step_seconds(profile: str, heads: int, head_dim: int, double: int, single: i
     times = []
     for step in range(12):
         start = time.perf_counter()
-        prompts = encode_prompts(pipe, captions, cfg.generator.max_sequence_length)
+        prompts = family.encode_prompts(pipe, captions, cfg.generator.max_sequence_length)
         rows = torch.randperm(2 * batch)[:batch]
         loss = flow_matching_loss(transformer, cache | prompts, rows, step, cfg, 0.1)
         loss.backward()

@@ -4,7 +4,7 @@
 
 ViT-base-patch16-224 shapes (random weights, 38 classes), batch 32, bf16 autocast,
 AdamW: 2 warm-up and 10 timed steps per setting; prints images/s and whether every loss
-was finite. synthaug keeps cuDNN's attention off (`synthaug.models.avoid_cudnn_attention`);
+was finite. synthaug keeps cuDNN's attention off (`synthaug.attention.avoid_cudnn_attention`);
 this shows what that costs or saves for the classifier on your GPU.
 """
 

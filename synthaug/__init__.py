@@ -14,9 +14,13 @@ Stages, in the order `synthaug run` executes them, each one notebook and one mod
 Beside them: `config` (the one validated schema; `paths` lays out a run folder),
 `sources` (a dataset's local copy or the hub; the hub models' checks before any work),
 `design` (which cells the study fits), `efficiency` (the sample-efficiency sweep's
-reading), `provenance` (the resolved config and package versions of each task), `flux`
+reading), `provenance` (the resolved config and package versions of each task),
+`families` (what differs between generator families: FLUX.1, FLUX.2 [klein]), `flow`
 (prompts and the flow-matching loss), `pretrain` (the base model, and the tiny base's
-pretraining), `models` (tiny models of the real architectures), `metrics`, `report`
+pretraining), `models` (tiny models of the real architectures), `timm_backbone` (timm
+classifiers), `attention`, `checkpoint` (pickle-free LoRA checkpoints), `tracking`
+(TensorBoard, wandb), `export`, `cards`, `hub` (sharing the LoRA and the synthetic set),
+`metrics`, `report`
 (plots), `study` (runs the notebooks with papermill, resumably), `slurm` (the same study
 as SLURM job arrays), `kernels` (warm Jupyter kernels), `io` (atomic writes and the
 settings guard), `vocab` (the tiny text encoders' tokenizers), `dinov2` (the offline CPU

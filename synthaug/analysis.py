@@ -67,17 +67,36 @@ def paper_design(cfg: StudyConfig, cells: list[dict]) -> list[dict]:
     ]
 
 
+def models_used(cfg: StudyConfig) -> str:
+    """One paragraph naming the generator family and base, and the classifier backbone in
+    whose features the quality metrics are measured."""
+    from synthaug.families import family_named
+    from synthaug.models import backbone_kind
+
+    family = family_named(cfg.generator.family)
+    backbone = cfg.classifier.model
+    return (
+        f"Generator: {family.title} (`{family.pipeline_class}`), base `{cfg.generator.base_model}`"
+        f", one LoRA for all classes. Classifier: `{backbone}` ({backbone_kind(backbone)}, "
+        f"{cfg.classifier.mode.replace('_', ' ')}); the Fréchet distance, precision, recall, "
+        "density, coverage and nearest-neighbour distances are measured in its features."
+    )
+
+
 def table1(cfg: StudyConfig) -> pd.DataFrame:
     """The paper's Table 1: the LoRA's training settings, from the config actually used."""
+    from synthaug.families import family_named
     from synthaug.models import base_name
 
     g = cfg.generator
+    family = family_named(g.family)
     summary_path = cfg.first_generator().paths.lora_summary
     summary = read_json(summary_path) if summary_path.exists() else {}
     rows = {
+        "generator family": f"{family.title} ({family.pipeline_class})",
         "base model": base_name(summary["base_model"]) if summary else g.base_model,
         "LoRA rank / alpha / dropout": f"{g.lora.rank} / {g.lora.alpha:g} / {g.lora.dropout:g}",
-        "target modules": ", ".join(g.lora.target_modules),
+        "target modules": ", ".join(family.targets(g.lora.target_modules)),
         "training images": summary.get("n_images", "not trained yet"),
         "repeats per epoch": g.repeats,
         "epochs": g.epochs,
@@ -419,15 +438,15 @@ def vae_roundtrip(cfg: StudyConfig):
     VAE is loaded on the first call only (not at all when the features are cached)."""
     import functools
 
-    from diffusers import AutoencoderKL
     from PIL import Image
 
+    from synthaug.families import family_named
     from synthaug.models import default_device
     from synthaug.pretrain import base_model_source
 
     @functools.cache
     def vae():
-        model = AutoencoderKL.from_pretrained(base_model_source(cfg), subfolder="vae")
+        model = family_named(cfg.generator.family).load_vae(base_model_source(cfg))
         return model.to(default_device()).eval()
 
     resize = _resize(cfg.generator.resolution)

@@ -45,8 +45,9 @@ from synthaug.data import (
 from synthaug.design import Cell, default_real_count
 from synthaug.io import atomic_write_bytes, read_json, same_settings, sha256_file, write_json
 from synthaug.metrics import classification_report
-from synthaug.models import classifier_source, default_device, make_accelerator
+from synthaug.models import backbone_kind, classifier_source, default_device, make_accelerator
 from synthaug.progress import Progress
+from synthaug.timm_backbone import load_timm
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +92,36 @@ def resized(images: Iterable[Image.Image], size: int) -> torch.Tensor:
 
 
 class Backbone:
-    """The classifier model and its normalisation, loaded the way hub checkpoints are."""
+    """The classifier model and its normalisation, loaded the way hub checkpoints are: a
+    transformers image classifier (`AutoModelForImageClassification`, its image processor's
+    mean and std) or a timm model (`create_model`, its data config). Either is called as
+    `model(pixel_values=...).logits` and has its head as `model.classifier`, whose input is
+    the feature space of the linear probe and the quality metrics."""
 
     def __init__(self, cfg: StudyConfig, classes: list[str]) -> None:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
         source = classifier_source(cfg.classifier)
         quiet.no_loading_bars()
-        processor = AutoImageProcessor.from_pretrained(source)
-        self.mean, self.std = list(processor.image_mean), list(processor.image_std)
         self.size = cfg.classifier.image_size
         self.source = source
-        self.model = AutoModelForImageClassification.from_pretrained(
+        if backbone_kind(cfg.classifier.model) == "timm":
+            model, data = load_timm(source, len(classes), self.size)
+            self.mean, self.std = list(data["mean"]), list(data["std"])
+        else:
+            model = self._transformers_model(source, classes)
+        self.model = model.to(default_device())
+        compile_blocks(self.model, cfg.classifier.compile)
+
+    def _transformers_model(self, source: str, classes: list[str]):
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        processor = AutoImageProcessor.from_pretrained(source)
+        self.mean, self.std = list(processor.image_mean), list(processor.image_std)
+        return AutoModelForImageClassification.from_pretrained(
             source,
             num_labels=len(classes),
             id2label=dict(enumerate(classes)),
             label2id={name: i for i, name in enumerate(classes)},
-        ).to(default_device())
-        compile_blocks(self.model, cfg.classifier.compile)
+        )
 
     def pixels(self, images: Iterable[Image.Image]) -> torch.Tensor:
         return to_pixels(images, self.size, self.mean, self.std)

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synthaug.browser import BrowserError
+from synthaug.checkpoint import CheckpointError
 from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
+from synthaug.families import FamilyMismatchError
+from synthaug.hub import ShareError
 from synthaug.io import SettingsMismatch
 from synthaug.sources import SourceError
 from synthaug.study import STAGES, StudyError, run_study, run_task, task_commands
@@ -91,6 +94,20 @@ def cmd_check_report(args: argparse.Namespace) -> None:
             print(screenshot(html, shown, out / name))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """The LoRA and one arm's synthetic set as loadable folders; optionally on the hub."""
+    from synthaug.export import export_study
+    from synthaug.hub import plan_lines, push
+
+    exported = export_study(_load(args), Path(args.to), args.arm)
+    print(f"LoRA: {exported.lora}\nsynthetic set: {exported.dataset}")
+    if args.push and args.dry_run:
+        print("\n".join(plan_lines(exported, args.push, args.private)))
+    elif args.push:
+        for url in push(exported, args.push, args.private):
+            print(f"uploaded: {url}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -100,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
         ("task", cmd_task, "run one task of the study by name (what a cluster job runs)"),
         ("status", cmd_status, "how far the study is: per stage, on the cluster or here"),
         ("check-report", cmd_check_report, "open the built report in headless Chromium"),
+        ("export", cmd_export, "write the LoRA and a synthetic set with cards; --push them"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("-f", "--file", required=True, help="profile, e.g. params/smoke.yaml")
@@ -116,6 +134,16 @@ def parser() -> argparse.ArgumentParser:
         if name == "task":
             sub.add_argument("--name", required=True, help="a task, as --dry-run lists them")
             sub.add_argument("--rebuild", action="store_true", help="run it even if done")
+        if name == "export":
+            sub.add_argument(
+                "--to", required=True, metavar="DIR", help="writes DIR/lora, DIR/dataset"
+            )
+            sub.add_argument("--arm", default="lora", help="which synthetic set (default: lora)")
+            sub.add_argument("--push", metavar="ORG/NAME", help="upload both to the hub")
+            sub.add_argument("--private", action="store_true", help="make the hub repos private")
+            sub.add_argument(
+                "--dry-run", action="store_true", help="with --push: list the uploads and stop"
+            )
         if name == "check-report":
             sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
         if name == "run":
@@ -167,8 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except (
         BrowserError,
+        CheckpointError,
+        ShareError,
         ConfigError,
         DataError,
+        FamilyMismatchError,
         MissingBackboneError,
         SettingsMismatch,
         SourceError,

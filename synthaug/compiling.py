@@ -20,13 +20,15 @@ CompileMode = Literal["none", "regional", "regional-cudagraphs"]
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The blocks `model` repeats: the classes a diffusers model names in
-    `_repeated_blocks`, else the members of each ModuleList whose members share a class."""
+    `_repeated_blocks`, else the members of each ModuleList or Sequential (timm's ViT
+    blocks) whose members share a class."""
     names = getattr(model, "_repeated_blocks", None)
     if names:
         return [m for m in model.modules() if type(m).__name__ in names]
     blocks = []
     for module in model.modules():
-        members = list(module) if isinstance(module, torch.nn.ModuleList) else []
+        stacked = isinstance(module, torch.nn.ModuleList | torch.nn.Sequential)
+        members = list(module) if stacked else []
         if len(members) > 1 and len({type(member) for member in members}) == 1:
             blocks += members
     return blocks

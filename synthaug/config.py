@@ -99,13 +99,14 @@ class SplitsConfig(_Section):
 
 
 class TinyFluxConfig(_Section):
-    """A FLUX-architecture pipeline small enough for a CPU, built locally from this config."""
+    """A pipeline of the family's architecture small enough for a CPU, built locally from
+    this config (FLUX.1: CLIP + T5 stand-ins; FLUX.2 [klein]: a Qwen3 stand-in)."""
 
     num_layers: int = Field(1, ge=1)
     num_single_layers: int = Field(1, ge=1)
     attention_head_dim: int = Field(16, ge=16)
     num_attention_heads: int = Field(2, ge=1)
-    text_dim: int = Field(32, ge=8, description="width of the CLIP and T5 stand-ins")
+    text_dim: int = Field(32, ge=8, description="width of the text-encoder stand-ins")
     text_layers: int = Field(2, ge=1)
     vae_channels: list[int] = Field([32, 64, 64], min_length=2)
     vae_norm_groups: int = Field(
@@ -130,24 +131,11 @@ class AdapterConfig(_Section):
     rank: int = Field(16, gt=0)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        [
-            "attn.to_q",
-            "attn.to_k",
-            "attn.to_v",
-            "attn.to_out.0",
-            "attn.add_q_proj",
-            "attn.add_k_proj",
-            "attn.add_v_proj",
-            "attn.to_add_out",
-            "ff.net.0.proj",
-            "ff.net.2",
-            "ff_context.net.0.proj",
-            "ff_context.net.2",
-            "proj_mlp",
-            "proj_out",
-        ],
+    target_modules: list[str] | None = Field(
+        None,
         min_length=1,
+        description="module-name suffixes inside the transformer's blocks; None: the "
+        "family's attention and MLP projections of both streams (synthaug.families)",
     )
 
 
@@ -194,8 +182,13 @@ class PretrainConfig(_Section):
 class GeneratorConfig(_Section):
     """The diffusion model and how its one LoRA is trained."""
 
+    family: str = Field(
+        "flux1",
+        description="flux1 (FluxPipeline, e.g. FLUX.1-dev) or flux2-klein (Flux2KleinPipeline, "
+        "e.g. FLUX.2-klein-base-4B); checked against the pipeline the base model holds",
+    )
     base_model: str = Field(
-        description="hub id or local folder of a FluxPipeline; 'tiny' builds one from `tiny`"
+        description="hub id or local folder of the family's pipeline; 'tiny' builds one from `tiny`"
     )
     tiny: TinyFluxConfig = TinyFluxConfig()
     pretrain: PretrainConfig | None = Field(
@@ -220,7 +213,9 @@ class GeneratorConfig(_Section):
     caption_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of LoRA captions replaced by the empty one (for CFG)"
     )
-    max_sequence_length: int = Field(512, gt=0, description="T5 tokens per prompt")
+    max_sequence_length: int = Field(
+        512, gt=0, description="text-encoder tokens per prompt (T5 for flux1, Qwen3 for flux2)"
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     compile: CompileMode = Field(
@@ -229,7 +224,21 @@ class GeneratorConfig(_Section):
         "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
     )
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none",
+        description="log the LoRA's loss, learning rate and sample grids (accelerate's "
+        "trackers, under <run>/lora/logs); wandb needs `pip install -e .[wandb]`",
+    )
     seed: int = 0
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, name: str) -> str:
+        from synthaug.families import FAMILIES
+
+        if name not in FAMILIES:
+            raise ValueError(f"generator.family {name!r} is not one of {sorted(FAMILIES)}")
+        return name
 
 
 class GenerationConfig(_Section):
@@ -239,7 +248,11 @@ class GenerationConfig(_Section):
     )
     steps: int = Field(28, gt=0)
     guidance_scale: float = Field(
-        3.5, ge=0, description="distilled guidance (FLUX.1-dev's guidance embedding)"
+        3.5,
+        ge=0,
+        description="flux1: distilled guidance (FLUX.1-dev's guidance embedding); "
+        "flux2-klein: classifier-free guidance against the empty prompt (its base models "
+        "have no guidance embedding; 4.0 in its docs)",
     )
     true_cfg_scale: float = Field(
         1.0,
@@ -302,7 +315,9 @@ class TinyVitConfig(_Section):
 
 class ClassifierConfig(_Section):
     model: str = Field(
-        description="hub id or local folder of an image backbone; 'tiny' builds one from `tiny`"
+        description="an image backbone: a transformers hub id or folder, `timm/<name>` (timm's "
+        "create_model and data config), a folder timm saved, 'dinov2-small-offline', or a "
+        "stand-in built from `tiny`: 'tiny' (a transformers ViT) or 'tiny-timm' (a timm ViT)"
     )
     tiny: TinyVitConfig = TinyVitConfig()
     mode: Literal["full", "linear_probe"] = Field(
@@ -494,6 +509,22 @@ class StudyConfig(_Section):
     study: StudySection
     cluster: ClusterConfig = ClusterConfig()
 
+    @model_validator(mode="after")
+    def _family_fits(self) -> StudyConfig:
+        if self.generator.family != "flux2-klein":
+            return self
+        if "img2img" in self.generation.arms:
+            raise ValueError(
+                "generation.arms: flux2-klein has no img2img pipeline (Flux2KleinPipeline's "
+                "`image` conditions on a reference, it does not start from it); use [lora, base]"
+            )
+        if self.generation.true_cfg_scale != 1:
+            raise ValueError(
+                "generation.true_cfg_scale: flux2-klein guides with generation.guidance_scale "
+                "(classifier-free, against the empty prompt); leave true_cfg_scale at 1"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         """Where every stage of this study writes: <output_dir>/<name>."""
@@ -621,6 +652,8 @@ def _describe(error: ValidationError) -> str:
             lines.append(f"{key}: unknown key{hint}")
         elif item["type"] == "missing":
             lines.append(f"{key}: required but missing")
+        elif isinstance(item["input"], Mapping):  # a section's check: its message names keys
+            lines.append(item["msg"].removeprefix("Value error, "))
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: got {item['input']!r}; {message}")
@@ -676,7 +709,7 @@ def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
 # Settings of how fast a stage runs, not of what it makes: left out of the hashes and the
 # settings records, so that switching them keeps finished outputs. (`preload` gives the
 # DataLoader path's pixels, order and flips: tested equal.)
-RUN_ONLY = frozenset({"compile", "preload"})
+RUN_ONLY = frozenset({"compile", "preload", "report_to"})
 
 
 def identity(section: BaseModel) -> dict[str, Any]:

@@ -15,7 +15,6 @@ truncated file is generated again; a set made with other settings is never overw
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import logging
 import time
@@ -28,7 +27,8 @@ from synthaug import provenance
 from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig
 from synthaug.data import DataError, ImageLoader, ImageRecord, prepare_data, spread
-from synthaug.flux import prompt_for
+from synthaug.families import family_named
+from synthaug.flow import prompt_for
 from synthaug.io import (
     atomic_write_bytes,
     read_csv,
@@ -39,7 +39,7 @@ from synthaug.io import (
     sha256_file,
     write_csv,
 )
-from synthaug.models import base_name, default_device, load_flux_pipeline, weight_dtype
+from synthaug.models import base_name, default_device, weight_dtype
 from synthaug.pretrain import base_model_source
 from synthaug.progress import Progress
 
@@ -52,6 +52,7 @@ FIELDS = (
     "steps",
     "guidance",
     "lora_sha256",
+    "family",
     "base_model",
     "sha256",
 )
@@ -114,6 +115,7 @@ def _settings(cfg: StudyConfig, source: str, lora_sha: str, arm: str) -> dict:
         arm_settings |= {"img2img_strength": g.img2img_strength, "init_images": INIT_RULE}
     return {
         **arm_settings,
+        "family": cfg.generator.family,
         "base_model": base_name(source),
         "lora_sha256": lora_sha,
         "count": g.count,
@@ -150,13 +152,14 @@ def load_generator(
     the study's LoRA loaded by the stock diffusers loader, then fused into the
     transformer's weights at `generation.lora_scale` and unloaded (the same images within
     one grey level, about 1.4x faster than with the adapter layers); for `img2img`, the
-    FLUX img2img pipeline on the same components.
+    family's img2img pipeline on the same components.
 
     Weights are held in the dtype of `generator.mixed_precision` (bf16 for the paper
     profile), on `device` (default: the first GPU, else the CPU); its transformer's
     blocks compiled as `generation.compile` says."""
     source = base_model_source(cfg)
-    pipe = load_flux_pipeline(source, weight_dtype(cfg.generator.mixed_precision))
+    family = family_named(cfg.generator.family)
+    pipe = family.load_pipeline(source, weight_dtype(cfg.generator.mixed_precision))
     digest = ""
     if arm != "base":
         weights = cfg.paths.lora_weights
@@ -174,9 +177,7 @@ def load_generator(
         pipe.unload_lora_weights()
         digest = safetensors_digest(weights)
     if arm == "img2img":
-        from diffusers import FluxImg2ImgPipeline
-
-        pipe = FluxImg2ImgPipeline.from_pipe(pipe)
+        pipe = family.img2img(pipe)
     pipe.to(device or default_device())
     compile_blocks(pipe.transformer, cfg.generation.compile)  # after the LoRA is fused
     return pipe, source, digest
@@ -195,27 +196,17 @@ def init_images(cfg: StudyConfig, jobs: list[Job]) -> list[ImageRecord]:
 def denoise(pipe, cfg: StudyConfig, jobs: list[Job], output_type: str = "pil") -> list:
     """The pipeline's output for `jobs`, each from its own seeded CPU generator (the same
     starting noise on any device); an img2img pipeline starts from `init_images`."""
-    size = cfg.generator.resolution
+    family = family_named(cfg.generator.family)
     start = {}
-    if "image" in inspect.signature(pipe.__call__).parameters:
+    if family.is_img2img(pipe):
         load = ImageLoader(cfg.dataset)
         start = {
             "image": [load(record) for record in init_images(cfg, jobs)],
             "strength": cfg.generation.img2img_strength,
         }
-    return pipe(
-        [job.prompt for job in jobs],
-        height=size,
-        width=size,
-        num_inference_steps=cfg.generation.steps,
-        guidance_scale=cfg.generation.guidance_scale,
-        true_cfg_scale=cfg.generation.true_cfg_scale,
-        negative_prompt=[""] * len(jobs),
-        max_sequence_length=cfg.generator.max_sequence_length,
-        generator=[torch.Generator().manual_seed(job.seed) for job in jobs],
-        output_type=output_type,
-        **start,
-    ).images
+    generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
+    prompts = [job.prompt for job in jobs]
+    return family.generate(pipe, cfg, prompts, generators, output_type, **start)
 
 
 def render(pipe, cfg: StudyConfig, jobs: list[Job]) -> list[bytes]:
@@ -268,6 +259,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora
                 "steps": cfg.generation.steps,
                 "guidance": cfg.generation.guidance_scale,
                 "lora_sha256": lora_sha,
+                "family": cfg.generator.family,
                 "base_model": settings["base_model"],
                 "sha256": sha256_bytes(png),
             }
@@ -303,10 +295,18 @@ def merge_shards(out: Path, jobs: list[Job]) -> Path | None:
 
 
 def regenerate_one(cfg: StudyConfig, label: str, index: int, arm: str = "lora") -> bytes:
-    """One image alone, from its own seed: equal to the one the batch run wrote."""
+    """One image from its own seed, equal to the one the batch run wrote, byte for byte: it
+    is rendered in its fixed batch (a batch of one can differ in the last float bits, and so
+    in a PNG byte, for some transformers)."""
     pipe, _, _ = load_generator(cfg, arm=arm)
-    job = Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
-    return render(pipe, cfg, [job])[0]
+    jobs = list_jobs(cfg, prepare_data(cfg).classes)
+    batch = next(
+        b
+        for b in batches_of(jobs, cfg.generation.batch_size, (0, 1))
+        if any(j.label == label and j.index == index for j in b)
+    )
+    wanted = next(i for i, j in enumerate(batch) if j.label == label and j.index == index)
+    return render(pipe, cfg, batch)[wanted]
 
 
 def is_complete(cfg: StudyConfig, arm: str = "lora") -> bool:

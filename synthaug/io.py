@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -116,3 +117,23 @@ def safetensors_digest(path: str | os.PathLike[str]) -> str:
             digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}".encode())
             digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def build_once(target: Path, build) -> Path:
+    """Run `build(tmp_dir)` and rename the result to `target`, unless `target` exists.
+
+    The rename is atomic, so an interrupted build never leaves a folder that looks done.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,13 +1,14 @@
-"""Stage 1: one LoRA on the FLUX transformer for all classes (the class name in each prompt).
+"""Stage 1: one LoRA on the base's transformer for all classes (the class name in each prompt).
 
-The loop, step by step:
-1. encode every LoRA-training image with the VAE and every prompt with CLIP + T5 once,
-   cache the tensors to disk, then free the VAE and the text encoders;
-2. add a `peft` LoRA to the frozen `FluxTransformer2DModel`;
+The loop, step by step (the family-specific parts go through `synthaug.families`):
+1. encode every LoRA-training image with the VAE and every prompt with the text encoders
+   once, cache the tensors to disk, then free the VAE and the text encoders;
+2. add a `peft` LoRA to the frozen transformer (FLUX.1's or FLUX.2 [klein]'s);
 3. each epoch visits every image `repeats` times in a seeded shuffle; each step draws
    noise and a flow-matching time, and regresses the velocity `noise - latents` on the
-   packed latents, as FLUX is trained (rectified flow);
-4. checkpoint every N steps (LoRA, optimizer, scheduler, step), atomically; a restarted
+   packed latents, as FLUX models are trained (rectified flow);
+4. checkpoint every N steps (LoRA, optimizer, scheduler, step; safetensors, no pickle:
+   `synthaug.checkpoint`), atomically; a restarted
    run resumes there and ends with the same LoRA as an uninterrupted one (the noise of
    step k is drawn from a generator seeded by (seed, k), the order of epoch e by (seed, e));
 5. save `pytorch_lora_weights.safetensors` in the diffusers format, a per-epoch loss log
@@ -31,25 +32,22 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save
 
-from synthaug import provenance
+from synthaug import provenance, tracking
+from synthaug.checkpoint import convert_legacy, load_checkpoint, save_checkpoint
 from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig, config_hash, identity
 from synthaug.data import ImageLoader, prepare_data
-from synthaug.flux import encode_class_prompts, flow_matching_loss, step_seed
+from synthaug.families import GeneratorFamily, family_named
+from synthaug.flow import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
-from synthaug.models import (
-    compute_devices,
-    load_flux_pipeline,
-    load_flux_transformer,
-    make_accelerator,
-    weight_dtype,
-)
+from synthaug.models import compute_devices, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
 from synthaug.progress import Progress
 from synthaug.vocab import PROMPT_WORDS
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.safetensors"  # LoRA, optimizer, scheduler, step and losses
 
 
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -62,28 +60,32 @@ def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
 def encode_training_set(
     cfg: StudyConfig, pipe, labels: list[str], images: list[Image.Image]
 ) -> dict[str, torch.Tensor]:
-    """VAE latents (scaled and shifted as FLUX expects) and text embeddings, once, on the
-    device of the pipeline's encoders."""
+    """VAE latents (in the transformer's space: `to_model_space`) and text embeddings,
+    once, on the device of the pipeline's encoders."""
     vae = pipe.vae
+    family = family_named(cfg.generator.family)
     latents = []
     for start in range(0, len(images), 8):
         batch = torch.stack(
             [_to_tensor(im, cfg.generator.resolution) for im in images[start : start + 8]]
         ).to(vae.device, vae.dtype)
-        mean = vae.encode(batch).latent_dist.mode()
-        latents.append((mean - vae.config.shift_factor) * vae.config.scaling_factor)
+        latents.append(family.to_model_space(vae, vae.encode(batch).latent_dist.mode()))
     return {"latents": torch.cat(latents).float(), **encode_class_prompts(cfg, pipe, labels)}
 
 
-def lora_targets(transformer, suffixes: list[str]) -> list[str]:
-    """The full names of the modules inside the double- and single-stream blocks that end in
-    one of `suffixes`. (peft matches a bare suffix anywhere: `proj_out` would also catch the
-    transformer's final output projection, which FLUX LoRAs leave alone.)"""
-    blocks = ("transformer_blocks.", "single_transformer_blocks.")
+def lora_targets(
+    transformer, suffixes: list[str] | tuple[str, ...], blocks: tuple[str, ...] | None = None
+) -> list[str]:
+    """The full names of the linear layers inside the double- and single-stream blocks that
+    end in one of `suffixes`. (peft matches a bare suffix anywhere: `proj_out` would also
+    catch the transformer's final output projection, which FLUX LoRAs leave alone.)"""
+    blocks = blocks or GeneratorFamily.lora_blocks
     names = [
         name
-        for name, _ in transformer.named_modules()
-        if name.startswith(blocks) and any(name.endswith(f".{s}") for s in suffixes)
+        for name, module in transformer.named_modules()
+        if name.startswith(blocks)
+        and isinstance(module, torch.nn.Linear)
+        and any(name.endswith(f".{s}") for s in suffixes)
     ]
     if not names:
         raise ValueError(
@@ -117,23 +119,20 @@ class StepSchedule:
         return list(visits[torch.randperm(len(visits), generator=generator)].split(self.batch_size))
 
 
-def _save_lora(transformer, folder: Path) -> Path:
-    """The LoRA as `FluxPipeline.load_lora_weights` reads it: peft's state dict under the
+def _save_lora(family: GeneratorFamily, transformer, folder: Path) -> Path:
+    """The LoRA as the family pipeline's `load_lora_weights` reads it: peft's state dict under the
     `transformer.` prefix, with the adapter's config (rank, alpha, targets) as metadata, so
     the loader scales it by alpha / rank as training did, and the same bytes in every
     process (peft keeps the targets in a set). (Converting it to the older
     diffusers `lora.down/up` naming would make the loader drop every attention
     projection; leaving out the metadata makes it assume alpha = rank: both tested.)"""
-    from diffusers import FluxPipeline
     from peft.utils import get_peft_model_state_dict
 
     layers = get_peft_model_state_dict(transformer)
     metadata = transformer.peft_config["default"].to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])  # a set: hash-ordered
     tmp = folder / ".weights-tmp"
-    FluxPipeline.save_lora_weights(
-        tmp, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata
-    )
+    family.save_lora(tmp, layers, metadata)
     (tmp / LORA_WEIGHTS).replace(folder / LORA_WEIGHTS)
     tmp.rmdir()
     return folder / LORA_WEIGHTS
@@ -142,18 +141,22 @@ def _save_lora(transformer, folder: Path) -> Path:
 def _checkpoint(path: Path, transformer, optimizer, scheduler, step: int, losses: list) -> None:
     from peft.utils import get_peft_model_state_dict
 
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "lora": get_peft_model_state_dict(transformer),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "losses": losses,
-        },
-        buffer,
-    )
-    atomic_write_bytes(path, buffer.getvalue())
+    state = {
+        "lora": get_peft_model_state_dict(transformer),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "losses": losses,
+    }
+    save_checkpoint(path, state)
+
+
+def _read_checkpoint(out: Path) -> dict | None:
+    """The run's checkpoint (an older pickled `checkpoint.pt` converted first), or None."""
+    path = out / CHECKPOINT
+    if not path.exists() and (out / "checkpoint.pt").exists():
+        convert_legacy(out / "checkpoint.pt", path)
+    return load_checkpoint(path) if path.exists() else None
 
 
 def _make_optimizer(cfg: StudyConfig, params: list[torch.nn.Parameter]):
@@ -183,30 +186,14 @@ def sample_grid(
     The latents are decoded here, cast to the VAE's dtype: under mixed precision the
     trained transformer returns fp32 (accelerate's autocast wrapper), which the
     pipeline's own decode would hand to a bf16 VAE."""
-    from diffusers import FluxPipeline
-
+    family = family_named(cfg.generator.family)
     shown = min(8, len(cache["prompt_embeds"]) - 1)  # the last row is the empty prompt
     size = cfg.generator.resolution
     vae = pipe.vae
-    empty = {
-        "negative_prompt_embeds": cache["prompt_embeds"][-1:].expand(shown, -1, -1),
-        "negative_pooled_prompt_embeds": cache["pooled_prompt_embeds"][-1:].expand(shown, -1),
-    }
-    latents = pipe(
-        prompt_embeds=cache["prompt_embeds"][:shown].to(vae.dtype),
-        pooled_prompt_embeds=cache["pooled_prompt_embeds"][:shown].to(vae.dtype),
-        true_cfg_scale=cfg.generation.true_cfg_scale,
-        **{k: v.to(vae.dtype) for k, v in empty.items()},
-        height=size,
-        width=size,
-        num_inference_steps=cfg.generation.steps,
-        guidance_scale=cfg.generation.guidance_scale,
-        max_sequence_length=cfg.generator.max_sequence_length,
-        generator=[torch.Generator().manual_seed(seed + i) for i in range(shown)],
-        output_type="latent",
-    ).images
-    latents = FluxPipeline._unpack_latents(latents, size, size, pipe.vae_scale_factor)
-    latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+    text = {key: cache[key][:shown] for key in family.text_keys}
+    empty = {key: cache[key][-1:].expand(shown, *cache[key].shape[1:]) for key in family.text_keys}
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(shown)]
+    latents = family.sample_latents(pipe, cfg, text, empty, generators)
     pixels = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
     images = pipe.image_processor.postprocess(pixels, output_type="pil")
     grid = Image.new("RGB", (size * len(images), size))
@@ -227,7 +214,8 @@ def build_encoding_cache(
     (the transformer is not loaded), write the tensors to `path`, then free the encoders."""
     from diffusers.training_utils import free_memory
 
-    pipe = load_flux_pipeline(source, dtype, transformer=None).to(device)
+    family = family_named(cfg.generator.family)
+    pipe = family.load_pipeline(source, dtype, transformer=None).to(device)
     loader = ImageLoader(cfg.dataset)
     cache = encode_training_set(cfg, pipe, [r.label for r in records], [loader(r) for r in records])
     atomic_write_bytes(path, save({k: v.cpu().contiguous() for k, v in cache.items()}))
@@ -279,7 +267,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     devices = lora_devices(cfg)
     if len(devices) > 1 and "WORLD_SIZE" not in os.environ:
         return launch(cfg, devices, stop_after)
-    accelerator = make_accelerator(g.mixed_precision)
+    accelerator = make_accelerator(
+        g.mixed_precision, **tracking.accelerator_options(g.report_to, out)
+    )
     main = accelerator.is_main_process
     part = (accelerator.process_index, accelerator.num_processes)
     if g.batch_size % part[1]:
@@ -300,7 +290,8 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
 
     from diffusers.training_utils import cast_training_params
 
-    transformer = load_flux_transformer(source, dtype)
+    family = family_named(g.family)
+    transformer = family.load_transformer(source, dtype)
     transformer.requires_grad_(False)
     torch.manual_seed(g.seed)  # the LoRA's initial A matrices
     transformer.add_adapter(
@@ -309,7 +300,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             lora_alpha=g.lora.alpha,
             lora_dropout=g.lora.dropout,
             init_lora_weights="gaussian",
-            target_modules=lora_targets(transformer, g.lora.target_modules),
+            target_modules=lora_targets(
+                transformer, family.targets(g.lora.target_modules), family.lora_blocks
+            ),
         )
     )
     cast_training_params(transformer, torch.float32)  # LoRA weights in fp32 under autocast
@@ -327,12 +320,11 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         num_warmup_steps=g.lr_warmup_steps,
         num_training_steps=step_schedule.total_steps,
     )
-    checkpoint_path = out / "checkpoint.pt"
+    checkpoint_path = out / CHECKPOINT
     step, losses = 0, []
-    if checkpoint_path.exists():
+    if (state := _read_checkpoint(out)) is not None:
         from peft.utils import set_peft_model_state_dict
 
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         set_peft_model_state_dict(transformer, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -340,6 +332,7 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
         log.info("resuming LoRA training at step %d of %d", step, step_schedule.total_steps)
     transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
     cache = {k: v.to(accelerator.device) for k, v in cache.items()}
+    tracking.start(accelerator, g.report_to, identity(g))
 
     sampler = None  # the pipeline of the sample grids, without text encoders; built once
     train_start, first_step = time.perf_counter(), step
@@ -359,6 +352,9 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
             batch_loss = accelerator.reduce(loss.detach(), "mean").item()  # over processes
             losses.append([epoch + 1, step + 1, batch_loss, len(rows)])
             step += 1
+            tracking.log_step(
+                accelerator, g.report_to, step, batch_loss, scheduler.get_last_lr()[0]
+            )
             progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{batch_loss:.4f}")
             stopping = stop_after is not None and step - first_step >= stop_after
             if stopping or step % g.checkpoint_every == 0 or step == step_schedule.total_steps:
@@ -374,32 +370,33 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
                 accelerator.wait_for_everyone()
             if stopping:
                 progress.close()
+                tracking.finish(accelerator, g.report_to)
                 return {"stopped_at": step, "total_steps": step_schedule.total_steps}
         epoch += 1
         if not main:
             continue
         if sampler is None:
-            sampler = load_flux_pipeline(
+            sampler = family.load_pipeline(
                 source,
                 dtype,
                 transformer=accelerator.unwrap_model(transformer),
-                text_encoder=None,
-                text_encoder_2=None,
-                tokenizer=None,
-                tokenizer_2=None,
+                **family.without_text_encoders(),
             ).to(accelerator.device)
-        _write_epoch_outputs(cfg, out, sampler, cache, losses, epoch)
+        grid = _write_epoch_outputs(cfg, out, sampler, cache, losses, epoch)
+        tracking.log_grid(accelerator, g.report_to, step, grid)
     progress.close()
+    tracking.finish(accelerator, g.report_to)
     train_s = time.perf_counter() - train_start
     if not main:
         accelerator.wait_for_everyone()  # the first process saves the LoRA and its summary
         return read_json(cfg.paths.lora_summary)
-    weights = _save_lora(accelerator.unwrap_model(transformer), out)
+    weights = _save_lora(family, accelerator.unwrap_model(transformer), out)
     samples_seen = sum(row[3] for row in losses[first_step:])
     bench.update({"train_s": train_s, "samples_per_s": samples_seen / max(train_s, 1e-9)})
     summary = {
         "config_hash": key,
         "weights": str(weights),
+        "family": g.family,
         "base_model": source,
         "device": str(accelerator.device),
         "processes": part[1],
@@ -496,8 +493,9 @@ def _write_epoch_outputs(
     cache: dict[str, torch.Tensor],
     losses: list,
     epoch: int,
-) -> None:
-    """The per-step loss log and this epoch's sample grid (users pick an epoch by eye)."""
+) -> Image.Image:
+    """The per-step loss log and this epoch's sample grid (users pick an epoch by eye);
+    returns the grid."""
     write_csv(out / "loss.csv", ["epoch", "step", "loss", "batch_size"], losses)
     transformer = sampler.transformer
     transformer.eval()
@@ -507,6 +505,7 @@ def _write_epoch_outputs(
     png = io.BytesIO()
     grid.save(png, format="PNG")
     atomic_write_bytes(out / "samples" / f"epoch_{epoch:03d}.png", png.getvalue())
+    return grid
 
 
 if __name__ == "__main__":

@@ -1,27 +1,22 @@
 """Load the study's models from the hub or a local folder, or build tiny stand-ins.
 
-The tiny stand-ins have the real architectures (FLUX: `FluxTransformer2DModel`,
-16-channel `AutoencoderKL`, CLIP + T5 text encoders, flow-matching scheduler; the
-classifier: a ViT) and are saved with `save_pretrained`, so every stage loads them with
-`from_pretrained` exactly as it loads FLUX.1-dev or ViT-base from the hub.
+The tiny stand-ins have the real architectures (each generator family's, built by
+`synthaug.families`; the classifier: a ViT or a timm model) and are saved with
+`save_pretrained`, so every stage loads them with `from_pretrained` exactly as it loads
+FLUX.1-dev, FLUX.2 [klein] or ViT-base from the hub.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from synthaug import dinov2, quiet
-from synthaug.config import TINY, ClassifierConfig, TinyFluxConfig, TinyVitConfig, config_hash
-from synthaug.flux import FLUX_SCHEDULER
-
-if TYPE_CHECKING:
-    from diffusers import FluxPipeline
+from synthaug import dinov2
+from synthaug.attention import avoid_cudnn_attention
+from synthaug.config import TINY, ClassifierConfig, TinyVitConfig, config_hash
+from synthaug.io import build_once
 
 DINOV2_OFFLINE = "dinov2-small-offline"
 # Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
@@ -38,18 +33,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def avoid_cudnn_attention() -> None:
-    """Keep torch's scaled-dot-product attention off its cuDNN kernels for this process
-    (flash and memory-efficient attention remain). Measured on an H200, torch 2.11+cu130:
-    at FLUX.1-dev's shapes (bf16, 24 heads of 128, 256 image + 512 text tokens) the cuDNN
-    backward failed in the LoRA's first step ("mha_graph.execute(...).is_good()" or an
-    illegal memory access; `python bench/gpu_flux.py --attention default` shows it); the
-    tiny bf16 LoRA's sample images came out NaN with it and finite without; ViT-base
-    fine-tunes with either. Every FLUX load and every Accelerator calls it."""
-    torch.backends.cuda.enable_cudnn_sdp(False)
-
-
-def make_accelerator(mixed_precision: str):
+def make_accelerator(mixed_precision: str, **options):
     """An `accelerate.Accelerator` with this precision. Its state is a per-process
     singleton that refuses a second precision, so it is cleared first (one process may train
     the bf16 LoRA and an fp32 classifier: a test session, a notebook kernel); the
@@ -61,7 +45,9 @@ def make_accelerator(mixed_precision: str):
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True where there is no GPU: under torch's launcher that makes it gloo data
     # parallel (accelerate would otherwise run each process alone)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(
+        mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), **options
+    )
 
 
 def visible_gpus() -> list[str]:
@@ -86,147 +72,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug"))
 
 
-def build_once(target: Path, build) -> Path:
-    """Run `build(tmp_dir)` and rename the result to `target`, unless `target` exists.
-
-    The rename is atomic, so an interrupted build never leaves a folder that looks done.
-    """
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _rope_axes(head_dim: int) -> tuple[int, int, int]:
-    return head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8
-
-
-def tiny_flux_pipeline(cfg: TinyFluxConfig) -> FluxPipeline:
-    """A randomly initialised FLUX-architecture pipeline built from `cfg` (not saved), with
-    the fixed tokenizers of `synthaug.vocab` (the same for every dataset)."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
-
-    torch.manual_seed(cfg.seed)
-    clip_tokenizer = train_clip_tokenizer(cfg.vocab_size)
-    t5_tokenizer = train_t5_tokenizer(cfg.vocab_size)
-    heads = max(1, cfg.text_dim // 16)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip_tokenizer),
-            hidden_size=cfg.text_dim,
-            intermediate_size=2 * cfg.text_dim,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=heads,
-            max_position_embeddings=77,
-            projection_dim=cfg.text_dim,
-            bos_token_id=clip_tokenizer.bos_token_id,
-            eos_token_id=clip_tokenizer.eos_token_id,
-            pad_token_id=clip_tokenizer.pad_token_id,
-        )
-    )
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=cfg.text_dim,
-            d_kv=cfg.text_dim // heads,
-            d_ff=2 * cfg.text_dim,
-            num_layers=cfg.text_layers,
-            num_heads=heads,
-            pad_token_id=t5_tokenizer.pad_token_id,
-            eos_token_id=t5_tokenizer.eos_token_id,
-        )
-    )
-    blocks = len(cfg.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        block_out_channels=tuple(cfg.vae_channels),
-        down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks,
-        layers_per_block=1,
-        norm_num_groups=cfg.vae_norm_groups,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        scaling_factor=1.0,
-        shift_factor=0.0,
-    )
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=cfg.num_layers,
-        num_single_layers=cfg.num_single_layers,
-        attention_head_dim=cfg.attention_head_dim,
-        num_attention_heads=cfg.num_attention_heads,
-        joint_attention_dim=cfg.text_dim,
-        pooled_projection_dim=cfg.text_dim,
-        guidance_embeds=True,
-        axes_dims_rope=_rope_axes(cfg.attention_head_dim),
-    )
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tokenizer,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer,
-    )
-    for module in (clip, t5, vae, transformer):
-        module.eval()
-    return pipe
-
-
-def tiny_flux_dir(cfg: TinyFluxConfig) -> Path:
-    """Build (once, cached by config) and save a tiny FLUX pipeline; return its folder."""
-    target = cache_root() / f"tiny-flux-{config_hash(cfg, TOKENIZERS_VERSION)}"
-    return build_once(target, lambda tmp: tiny_flux_pipeline(cfg).save_pretrained(tmp))
-
-
 def base_name(source: str | Path) -> str:
     """How manifests and tables name a base: its hub id or folder, or for a base this
     package built, its cache folder's name (which carries its config hash)."""
     path = Path(source)
     return path.name if path.parent == cache_root() else str(source)
-
-
-def load_flux_pipeline(
-    source: str | Path, dtype: torch.dtype = torch.float32, **components: object
-) -> FluxPipeline:
-    """FLUX.1-dev from the hub, or any saved FluxPipeline folder: the same call for both.
-    `components` replace loaded parts (e.g. `transformer=` the one being trained)."""
-    from diffusers import FluxPipeline
-
-    avoid_cudnn_attention()
-    quiet.no_loading_bars()
-    pipe = FluxPipeline.from_pretrained(str(source), dtype=dtype, **components)
-    pipe.set_progress_bar_config(disable=True)  # the stages show their own progress
-    return pipe
-
-
-def load_flux_transformer(source: str | Path, dtype: torch.dtype):
-    """FLUX's transformer alone (the LoRA trains on it; the text encoders are not needed)."""
-    from diffusers import FluxTransformer2DModel
-
-    avoid_cudnn_attention()
-    return FluxTransformer2DModel.from_pretrained(str(source), subfolder="transformer", dtype=dtype)
 
 
 def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:
@@ -267,10 +117,24 @@ def dinov2_small_dir() -> Path:
 
 
 def classifier_source(cfg: ClassifierConfig) -> str:
-    """What `from_pretrained` loads for the classifier: a hub id, a local folder, the tiny
-    ViT (`tiny`) or the offline DINOv2-small (`dinov2-small-offline`)."""
+    """What the classifier loads: a hub id or local folder (transformers or timm), the tiny
+    ViT (`tiny`), the tiny timm ViT (`tiny-timm`) or the offline DINOv2-small
+    (`dinov2-small-offline`)."""
+    from synthaug.timm_backbone import TINY_TIMM, timm_source, tiny_timm_dir
+
     if cfg.model == TINY:
         return str(tiny_vit_dir(cfg.tiny, cfg.image_size))
     if cfg.model == DINOV2_OFFLINE:
         return str(dinov2_small_dir())
+    if cfg.model == TINY_TIMM:
+        return timm_source(str(tiny_timm_dir(cfg.tiny, cfg.image_size, cache_root())))
+    if backbone_kind(cfg.model) == "timm":
+        return timm_source(cfg.model)
     return cfg.model
+
+
+def backbone_kind(name: str) -> str:
+    """`timm` or `transformers`: which library builds `classifier.model`."""
+    from synthaug.timm_backbone import is_timm
+
+    return "timm" if is_timm(name) else "transformers"

@@ -1,13 +1,14 @@
 """The base model every LoRA adapts: a hub id or folder, or the tiny pipeline, pretrained.
 
-FLUX.1-dev was pretrained on billions of images before the paper's LoRA adapted it to
-PatternNet. A randomly initialised tiny pipeline knows nothing, so the CPU profiles first
-pretrain it on real aerial images (AID, 30 classes, class names as captions): the VAE as
-an autoencoder (L1 reconstruction + a small KL term), then its latent scale and shift are
-measured as FLUX's are (unit variance), then the transformer (and, if the profile says so,
-the tiny text encoders) learns with the same rectified-flow loss the LoRA uses. The result
-is saved with `save_pretrained` and cached by its own settings (`base_key`, nothing of the
-study's dataset), so every study on that base shares one copy.
+FLUX.1-dev (like FLUX.2 [klein]) was pretrained on billions of images before the paper's
+LoRA adapted it to PatternNet. A randomly initialised tiny pipeline knows nothing, so the
+CPU profiles first pretrain it on real aerial images (AID, 30 classes, class names as
+captions): the VAE as an autoencoder (L1 reconstruction + a small KL term), then its
+latent normalisation is measured as the family's is (FLUX.1: one shift and scale to unit
+variance; FLUX.2: the VAE's batch-norm statistics per channel), then the transformer (and,
+if the profile says so, the tiny text encoders) learns with the same rectified-flow loss
+the LoRA uses. The result is saved with `save_pretrained` and cached by its own settings
+(`base_key`, nothing of the study's dataset), so every study on that base shares one copy.
 """
 
 from __future__ import annotations
@@ -16,21 +17,17 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from synthaug.config import TINY, StudyConfig, config_hash
+from synthaug.config import TINY, StudyConfig, TinyFluxConfig, config_hash
 from synthaug.data import decode_image, open_source
-from synthaug.flux import encode_prompts, flow_matching_loss, step_seed
-from synthaug.io import write_json
-from synthaug.models import (
-    TOKENIZERS_VERSION,
-    build_once,
-    cache_root,
-    tiny_flux_dir,
-    tiny_flux_pipeline,
-)
+from synthaug.families import family_named
+from synthaug.flow import flow_matching_loss, step_seed
+from synthaug.io import build_once, write_json
+from synthaug.models import TOKENIZERS_VERSION, cache_root
 from synthaug.progress import Progress
 from synthaug.sources import locate
 from synthaug.vocab import caption_words
@@ -38,6 +35,14 @@ from synthaug.vocab import caption_words
 log = logging.getLogger(__name__)
 # Part of the base's cache key: bump it when the pretraining procedure itself changes.
 PRETRAINING_VERSION = "warmup-cosine-coarse-l1-v2"
+
+
+def tiny_base_dir(family: str, cfg: TinyFluxConfig) -> Path:
+    """Build (once, cached by family and config) and save the family's tiny pipeline."""
+    target = cache_root() / f"tiny-{family}-{config_hash(cfg, TOKENIZERS_VERSION)}"
+    return build_once(
+        target, lambda tmp: family_named(family).tiny_pipeline(cfg).save_pretrained(tmp)
+    )
 
 
 def load_images(cfg: StudyConfig) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -145,11 +150,12 @@ def train_transformer(
     """The transformer (and, if the profile says so, the text encoders) trained with the
     LoRA's rectified-flow loss, captions dropped to the empty one at `caption_dropout`."""
     pre = cfg.generator.pretrain
+    family = family_named(cfg.generator.family)
     texts = captions(classes, pre.caption_template)
     max_length = cfg.generator.max_sequence_length
     index = {label: i for i, label in enumerate(classes)}
     cache = {"latents": latents, "prompt_index": torch.tensor([index[x] for x in labels])}
-    encoders = [pipe.text_encoder, pipe.text_encoder_2] if pre.train_text_encoders else []
+    encoders = family.text_encoders(pipe) if pre.train_text_encoders else []
     params = [*pipe.transformer.parameters(), *(p for e in encoders for p in e.parameters())]
     optimizer = torch.optim.AdamW(params, lr=pre.transformer_learning_rate)
     schedule = warmup_cosine(optimizer, pre.transformer_steps)
@@ -158,12 +164,12 @@ def train_transformer(
         module.train()
     if not encoders:
         with torch.no_grad():
-            fixed = encode_prompts(pipe, texts, max_length)
+            fixed = family.encode_prompts(pipe, texts, max_length)
     losses = []
     progress = Progress(pre.transformer_steps, "pretraining the base: transformer", "steps")
     for step in range(pre.transformer_steps):
         rows = torch.randint(len(latents), (pre.batch_size,), generator=generator)
-        prompts = encode_prompts(pipe, texts, max_length) if encoders else fixed
+        prompts = family.encode_prompts(pipe, texts, max_length) if encoders else fixed
         loss = flow_matching_loss(
             pipe.transformer,
             cache | prompts,
@@ -188,6 +194,7 @@ def base_key(cfg: StudyConfig) -> str:
     g = cfg.generator
     return config_hash(
         g.tiny,
+        g.family,
         TOKENIZERS_VERSION,
         PRETRAINING_VERSION,
         pre.model_dump(mode="json"),
@@ -223,7 +230,8 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
         torch.manual_seed(pre.seed)
         start = time.perf_counter()
         pixels, labels, classes = load_images(cfg)
-        pipe = tiny_flux_pipeline(cfg.generator.tiny)
+        family = family_named(cfg.generator.family)
+        pipe = family.tiny_pipeline(cfg.generator.tiny)
         vae_start = time.perf_counter()
         # oneDNN's multi-threaded convolutions are not bit-reproducible beside another busy
         # process (1 of 8 pretrainings differed; bench/base_drift.py): the VAE on one thread
@@ -231,10 +239,10 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
             vae_losses = train_vae(pipe.vae, pixels, cfg)
             raw = encode_all(pipe.vae, pixels)
         vae_s = time.perf_counter() - vae_start
-        shift, scale = raw.mean().item(), 1.0 / raw.std().item()
-        pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+        latent_stats = family.fit_latent_stats(pipe.vae, raw)
         tr_start = time.perf_counter()
-        tr_losses = train_transformer(pipe, (raw - shift) * scale, labels, classes, cfg)
+        latents = family.to_model_space(pipe.vae, raw)
+        tr_losses = train_transformer(pipe, latents, labels, classes, cfg)
         pipe.save_pretrained(folder)
         write_json(
             folder / "pretraining.json",
@@ -247,8 +255,7 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
                 "transformer_seconds": time.perf_counter() - tr_start,
                 "vae_loss_first_last": [vae_losses[0], vae_losses[-1]],
                 "transformer_loss_first_last": [tr_losses[0], tr_losses[-1]],
-                "latent_shift": shift,
-                "latent_scale": scale,
+                **latent_stats,
                 "vae_losses": vae_losses,
                 "transformer_losses": tr_losses,
             },
@@ -259,15 +266,16 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
             time.perf_counter() - start,
         )
 
-    return str(build_once(cache_root() / f"tiny-flux-pretrained-{base_key(cfg)}", build))
+    name = f"tiny-{cfg.generator.family}-pretrained-{base_key(cfg)}"
+    return str(build_once(cache_root() / name, build))
 
 
 def base_model_source(cfg: StudyConfig) -> str:
-    """The FluxPipeline to adapt: the hub id / folder, or the tiny pipeline built locally
-    (pretrained when the profile says so). It depends on the base's own settings only,
+    """The family's pipeline to adapt: the hub id / folder, or the tiny pipeline built
+    locally (pretrained when the profile says so). It depends on the base's own settings only,
     never on the study's dataset: every study with the same base shares one cached copy."""
     if cfg.generator.base_model != TINY:
         return cfg.generator.base_model
     if cfg.generator.pretrain is None:
-        return str(tiny_flux_dir(cfg.generator.tiny))
+        return str(tiny_base_dir(cfg.generator.family, cfg.generator.tiny))
     return pretrained_base_dir(cfg)

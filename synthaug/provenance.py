@@ -125,6 +125,11 @@ def record(cfg: StudyConfig, task: str) -> None:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             **environment(),
             "data": data_source(cfg),
+            "models": {
+                "generator_family": cfg.generator.family,
+                "generator": cfg.generator.base_model,
+                "classifier_backbone": cfg.classifier.model,
+            },
             "config": cfg.model_dump(mode="json"),
         },
     )

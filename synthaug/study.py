@@ -206,12 +206,15 @@ def check_design(cfg: StudyConfig, write: bool = True) -> Manifest:
 def check_models(cfg: StudyConfig) -> None:
     """Every hub model the study loads can be had (cached, or downloadable with access),
     or a `SourceError` says why, before any data is read or compute spent."""
+    from synthaug.families import family_named
     from synthaug.models import DINOV2_OFFLINE
     from synthaug.sources import check_model
+    from synthaug.timm_backbone import TINY_TIMM
 
     if cfg.generator.base_model != TINY:
         check_model(cfg.generator.base_model, "generator.base_model", "model_index.json")
-    if cfg.classifier.model not in (TINY, DINOV2_OFFLINE):
+        family_named(cfg.generator.family).check_source(cfg.generator.base_model)
+    if cfg.classifier.model not in (TINY, TINY_TIMM, DINOV2_OFFLINE):
         check_model(cfg.classifier.model, "classifier.model", "config.json")
 
 
@@ -227,7 +230,7 @@ def data_line(cfg: StudyConfig, manifest: Manifest) -> str:
 
 def prompt_lines(cfg: StudyConfig, classes: list[str]) -> list[str]:
     """Each class's prompt, as the LoRA and generation will use it (shown by dry runs)."""
-    from synthaug.flux import prompt_for
+    from synthaug.flow import prompt_for
 
     return [f"  {label!r:28s} -> {prompt_for(cfg, label)!r}" for label in classes]
 

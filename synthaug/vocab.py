@@ -1,7 +1,8 @@
 """Tokenizers for the tiny stand-in text encoders: one fixed vocabulary, trained locally.
 
-FLUX.1-dev ships a CLIP BPE tokenizer and a T5 SentencePiece (unigram) tokenizer; the
-stand-ins are the same kinds of model (`CLIPTokenizer`, `T5Tokenizer`), trained here on a
+FLUX.1-dev ships a CLIP BPE tokenizer and a T5 SentencePiece (unigram) tokenizer, FLUX.2
+[klein] Qwen3's byte-level BPE with a chat template; the stand-ins are the same kinds of
+model (`CLIPTokenizer`, `T5Tokenizer`, `Qwen2TokenizerFast`), trained here on a
 fixed English corpus of aerial-scene words, so nothing is downloaded and the tokenizers do
 not depend on the dataset a study targets (every target shares one base model, as every
 FLUX.1-dev study does). Neither has unknown tokens for English text: the CLIP BPE starts
@@ -18,10 +19,22 @@ import string
 from collections import Counter
 
 from tokenizers import pre_tokenizers
-from transformers import CLIPTokenizer, T5Tokenizer
+from transformers import CLIPTokenizer, Qwen2TokenizerFast, T5Tokenizer
 
 CLIP_SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 T5_SPECIAL = ["<pad>", "</s>", "<unk>"]
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+# Qwen3's chat layout, which FLUX.2 [klein] wraps each prompt in: one user turn, then the
+# assistant's turn opened with an empty thinking block (enable_thinking=False).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and not enable_thinking %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}"
+)
+BYTE_SPACE = "\u0120"  # the byte-level alphabet's space (GPT-2, Qwen)
 AERIAL_WORDS = (
     "an aerial image of a satellite photo view from above top down scene with the and "
     "area field land road roads buildings houses trees water river lake sea coast beach "
@@ -65,11 +78,11 @@ def split_compound(word: str, known: frozenset[str]) -> list[str] | None:
     return best[-1]
 
 
-def bpe_merges(words: Counter[str], count: int) -> list[tuple[str, str]]:
-    """`count` BPE merges learnt from word frequencies, word ends marked `</w>`, ties broken
+def bpe_merges(words: Counter[str], count: int, end: str = "</w>") -> list[tuple[str, str]]:
+    """`count` BPE merges learnt from word frequencies, word ends marked `end`, ties broken
     by the pair itself, so the same corpus always gives the same merges (the `tokenizers`
     trainers break ties in hash order, which changes from process to process)."""
-    splits = {word: [*word[:-1], word[-1] + "</w>"] for word in words}
+    splits = {word: [*word[:-1], word[-1] + end] for word in words}
     merges: list[tuple[str, str]] = []
     while len(merges) < count:
         pairs: Counter[tuple[str, str]] = Counter()
@@ -133,3 +146,19 @@ def train_t5_tokenizer(vocab_size: int) -> T5Tokenizer:
     vocab += [(f"{META}{w}", math.log(words[w] / total)) for w in ranked]
     vocab += [(piece, -20.0) for piece in dict.fromkeys(chars) if piece != f"{META} "]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def train_qwen_tokenizer(vocab_size: int) -> Qwen2TokenizerFast:
+    """A byte-level BPE laid out like Qwen3's: the 256 byte symbols, merges learnt from the
+    corpus's words with and without the leading byte-space, Qwen's special tokens and its
+    chat template (so `apply_chat_template(..., enable_thinking=False)` works as for Qwen3)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    words = corpus_words()
+    spaced = Counter({BYTE_SPACE + w: n for w, n in words.items()}) + words
+    merges = bpe_merges(spaced, max(0, vocab_size - len(QWEN_SPECIAL) - len(alphabet)), end="")
+    tokens = [*alphabet, *(a + b for a, b in merges)]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=merges, model_max_length=32768)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL[1:]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer

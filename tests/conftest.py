@@ -71,9 +71,21 @@ def ucmerced() -> Path:
     return UCMERCED
 
 
-def smoke_config(output_dir: Path, **overrides: object) -> StudyConfig:
-    """The smoke profile writing under `output_dir`, with dotted overrides."""
-    return load_config(ROOT / "params" / "smoke.yaml", {"output_dir": str(output_dir), **overrides})
+def smoke_config(output_dir: Path, profile: str = "smoke", **overrides: object) -> StudyConfig:
+    """A smoke profile (`smoke`, `smoke-flux2-klein`) writing under `output_dir`, with
+    dotted overrides."""
+    return load_config(
+        ROOT / "params" / f"{profile}.yaml", {"output_dir": str(output_dir), **overrides}
+    )
+
+
+def load_pipeline(source: str | Path, family: str = "flux1", **components: object):
+    """A generator family's pipeline in float32, as the stages load it."""
+    import torch
+
+    from synthaug.families import family_named
+
+    return family_named(family).load_pipeline(source, torch.float32, **components)
 
 
 # The smoke study made small (one classifier seed, one mix, one arm, no sweep): 8 tasks,
@@ -107,3 +119,19 @@ def cell_results(cfg: StudyConfig) -> dict[str, dict]:
         assert metrics.pop("timings")
         results[folder.name] = metrics
     return results
+
+
+def beach_image(pipe):
+    """A FLUX.1 pipeline's 32 px image of one prompt and seed, as a tensor."""
+    import torch
+
+    out = pipe(
+        "an aerial image of beach",
+        height=32,
+        width=32,
+        num_inference_steps=3,
+        max_sequence_length=32,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    return torch.from_numpy(out.images[0])

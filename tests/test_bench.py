@@ -63,3 +63,18 @@ def test_gpu_script_runs_tiny_on_cpu() -> None:
     projection = payload["projection"]
     assert set(projection["after"]) == {"lora_h", "generate_h", "classifier_h", "total_h"}
     assert projection["before"]["total_h"] > 0 and projection["after"]["total_h"] > 0
+
+
+def test_gpu_script_measures_the_klein_family_tiny_on_cpu() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_flux.py", "--tiny", "--family", "flux2-klein"]
+        + ["--steps", "3", "--warmup", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    payload = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert payload["family"] == "flux2-klein" and payload["profile"] == "paper-flux2-klein.yaml"
+    assert payload["lora"]["samples_per_s"] > 0
+    assert payload["sampling_step"]["passes_per_step"] == 2  # classifier-free guidance 4.0

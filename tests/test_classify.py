@@ -229,3 +229,48 @@ def test_features_are_computed_only_for_the_images_the_cells_draw(tmp_path, ucme
     assert cached == drawn | test
     assert len(cached) < len(runner.manifest.split("pool")) + len(test)
     assert run_cell(cfg, 0, 10, 1)["timings"]["features_s"] == 0.0  # nothing more computed
+
+
+@pytest.mark.parametrize("mode", ["linear_probe", "full"])
+def test_a_timm_backbone_trains_a_cell_in_either_mode(mode, tmp_path, ucmerced) -> None:
+    """`classifier.model: tiny-timm`: a timm ViT saved as timm saves hub checkpoints, loaded
+    with `create_model("local-dir:...")`, its data config's normalisation, a new head."""
+    from synthaug.classify import Backbone
+    from synthaug.timm_backbone import TimmClassifier
+
+    cfg = smoke_config(
+        tmp_path,
+        **{
+            "classifier.model": "tiny-timm",
+            "classifier.mode": mode,
+            "classifier.epochs": 6,
+            "classifier.learning_rate": 1e-2 if mode == "linear_probe" else 1e-3,
+        },
+    )
+    backbone = Backbone(cfg, prepare_data(cfg).classes)
+    assert isinstance(backbone.model, TimmClassifier)
+    assert backbone.mean == [0.5, 0.5, 0.5] and backbone.model.classifier.out_features == 5
+    metrics = run_cell(cfg, n_generated=0, n_real=None, seed=0)
+    assert metrics["backbone"] == "tiny-timm"
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert len(losses) == 6 and losses[-1] < losses[0]  # it learns its training images
+    assert np.array(metrics["confusion"]).sum() == 20
+
+
+def test_timm_features_feed_the_quality_metrics(tmp_path, ucmerced) -> None:
+    from synthaug.analysis import quality
+
+    cfg = smoke_config(tmp_path, **{"classifier.model": "tiny-timm"})
+    fake_generated_set(cfg)
+    table = quality(CellRunner(cfg), cells=[])
+    assert table.loc["all classes", "n_per_side"] == 40
+    assert table["frechet_distance"].abs().max() < 1e-3  # the same images on both sides
+
+
+def test_a_timm_model_at_another_input_size_is_refused_with_the_size(tmp_path) -> None:
+    from synthaug.models import classifier_source
+    from synthaug.timm_backbone import load_timm
+
+    cfg = smoke_config(tmp_path, **{"classifier.model": "tiny-timm"})
+    with pytest.raises(ValueError, match="set classifier.image_size: 32"):
+        load_timm(classifier_source(cfg.classifier), 5, image_size=64)

@@ -9,12 +9,11 @@ import torch
 from synthaug.classify import Backbone
 from synthaug.compiling import compile_blocks, repeated_blocks
 from synthaug.data import ImageLoader, prepare_data
-from synthaug.flux import flow_matching_loss
+from synthaug.flow import flow_matching_loss
 from synthaug.lora import encode_training_set, lora_targets
-from synthaug.models import load_flux_pipeline
 from synthaug.pretrain import base_model_source
 
-from .conftest import smoke_config
+from .conftest import load_pipeline, smoke_config
 
 
 def _lora_transformer(source: str):
@@ -33,7 +32,7 @@ def test_compiled_lora_blocks_train_with_eagers_loss(tmp_path, ucmerced) -> None
     cfg = smoke_config(tmp_path)
     records = prepare_data(cfg).split("lora")[:4]
     source = base_model_source(cfg)
-    encoders = load_flux_pipeline(source, transformer=None)
+    encoders = load_pipeline(source, transformer=None)
     loader = ImageLoader(cfg.dataset)
     cache = encode_training_set(
         cfg, encoders, [r.label for r in records], [loader(r) for r in records]

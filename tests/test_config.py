@@ -32,7 +32,45 @@ def test_every_profile_validates(name: str) -> None:
 
 
 def test_profiles_are_the_four_the_project_promises() -> None:
-    assert set(PROFILE_NAMES) == {"paper", "ucmerced-cpu", "smoke", "gpu-smoke"}
+    assert set(PROFILE_NAMES) == {
+        "paper",
+        "paper-flux2-klein",
+        "ucmerced-cpu",
+        "smoke",
+        "smoke-flux2-klein",
+        "gpu-smoke",
+    }
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:
+    keys = set(a) | set(b)
+    found = set()
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            found |= _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            found.add(prefix + key)
+    return found
+
+
+def test_klein_profiles_change_only_the_family_and_what_does_not_carry_over() -> None:
+    def dumped(name: str) -> dict:
+        return load_config(ROOT / "params" / f"{name}.yaml").model_dump(mode="json")
+
+    assert _differences(dumped("paper"), dumped("paper-flux2-klein")) == {
+        "name",
+        "generator.family",
+        "generator.base_model",
+        "generation.steps",
+        "generation.guidance_scale",
+    }
+    assert _differences(dumped("smoke"), dumped("smoke-flux2-klein")) == {
+        "name",
+        "generator.family",
+        "generation.guidance_scale",
+        "generation.arms",
+    }
 
 
 def test_paper_profile_is_the_paper() -> None:

@@ -18,7 +18,7 @@ from synthaug.generate import (
 from synthaug.io import SettingsMismatch
 from synthaug.lora import train_lora
 
-from .conftest import smoke_config
+from .conftest import load_pipeline, smoke_config
 
 # alpha != rank: the generator must scale the LoRA by alpha / rank as training did
 ALPHA = {"generator.lora.alpha": 8}
@@ -157,12 +157,11 @@ def test_generator_has_the_lora_fused_at_its_scale(trained, tmp_path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from synthaug.models import load_flux_pipeline
     from synthaug.pretrain import base_model_source
 
     cfg = fresh(trained, tmp_path, **{"generation.lora_scale": 0.5})
     pipe, _, _ = generate.load_generator(cfg)
-    base = load_flux_pipeline(base_model_source(cfg)).transformer.state_dict()
+    base = load_pipeline(base_model_source(cfg)).transformer.state_dict()
     lora = load_file(str(cfg.paths.lora_weights))
     scaling = cfg.generator.lora.alpha / cfg.generator.lora.rank
     assert scaling == 2
@@ -186,7 +185,6 @@ def _pixels(path) -> np.ndarray:
 
 
 def test_base_arm_is_the_same_prompts_and_seeds_without_the_lora(trained, tmp_path) -> None:
-    from synthaug.models import load_flux_pipeline
     from synthaug.pretrain import base_model_source
 
     cfg = fresh(trained, tmp_path, **{"generation.arms": "[lora, base]"})
@@ -202,7 +200,7 @@ def test_base_arm_is_the_same_prompts_and_seeds_without_the_lora(trained, tmp_pa
     assert [r["seed"] for r in rows] == [r["seed"] for r in manifest_rows(cfg)]
     # the plain base pipeline makes the same image; the LoRA's set differs from it (a
     # little: the smoke LoRA trains 2 short epochs)
-    plain = load_flux_pipeline(base_model_source(cfg))
+    plain = load_pipeline(base_model_source(cfg))
     job = list_jobs(cfg, prepare_data(cfg).classes)[0]
     [image] = generate.denoise(plain, cfg, [job])
     assert np.abs(np.asarray(image, dtype=np.float32) - _pixels(folder / job.file)).max() <= 1

@@ -2,13 +2,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from synthaug.families import family_named
 from synthaug.io import SettingsMismatch, safetensors_digest
 from synthaug.lora import StepSchedule, _save_lora, lora_devices, train_lora
-from synthaug.models import load_flux_pipeline
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
 
-from .conftest import smoke_config
+from .conftest import beach_image, load_pipeline, smoke_config
 
 
 def test_plan_repeats_every_image_per_epoch() -> None:
@@ -72,35 +72,21 @@ def test_finished_run_is_reused_and_other_settings_refused(tmp_path, ucmerced) -
         train_lora(smoke_config(tmp_path, **{"generator.lora.rank": 2}))
 
 
-def generate(pipe, cfg) -> torch.Tensor:
-    return torch.from_numpy(
-        pipe(
-            "an aerial image of beach",
-            height=32,
-            width=32,
-            num_inference_steps=3,
-            max_sequence_length=32,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        ).images[0]
-    )
-
-
 def test_stock_load_lora_weights_changes_images_only_when_trained(tmp_path, ucmerced) -> None:
     cfg = smoke_config(
         tmp_path, **{"generator.optimizer": "adamw", "generator.learning_rate": 1e-2}
     )
     train_lora(cfg)
     source = base_model_source(cfg)
-    base = generate(load_flux_pipeline(source), cfg)
+    base = beach_image(load_pipeline(source))
 
-    trained = load_flux_pipeline(source)
+    trained = load_pipeline(source)
     trained.load_lora_weights(cfg.paths.lora_weights)
-    assert (generate(trained, cfg) - base).abs().max() > 1e-3
+    assert (beach_image(trained) - base).abs().max() > 1e-3
 
     from peft import LoraConfig
 
-    untrained = load_flux_pipeline(source)
+    untrained = load_pipeline(source)
     untrained.transformer.add_adapter(
         LoraConfig(
             r=4,
@@ -109,10 +95,10 @@ def test_stock_load_lora_weights_changes_images_only_when_trained(tmp_path, ucme
             target_modules=["attn.to_q", "attn.to_k"],
         )
     )
-    _save_lora(untrained.transformer, tmp_path)
-    fresh = load_flux_pipeline(source)
+    _save_lora(family_named("flux1"), untrained.transformer, tmp_path)
+    fresh = load_pipeline(source)
     fresh.load_lora_weights(tmp_path / LORA_WEIGHTS)
-    torch.testing.assert_close(generate(fresh, cfg), base)
+    torch.testing.assert_close(beach_image(fresh), base)
 
 
 def test_loss_goes_down_on_real_images(tmp_path, ucmerced) -> None:
@@ -153,13 +139,15 @@ SAVE_A_LORA = """
 import sys, torch
 from peft import LoraConfig
 from synthaug.config import TinyFluxConfig
+from synthaug.families import family_named
 from synthaug.lora import _save_lora, lora_targets
-from synthaug.models import load_flux_pipeline, tiny_flux_dir
-transformer = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig())).transformer
+from synthaug.pretrain import tiny_base_dir
+source = tiny_base_dir("flux1", TinyFluxConfig())
+transformer = family_named("flux1").load_pipeline(source, torch.float32).transformer
 torch.manual_seed(0)
 targets = lora_targets(transformer, ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"])
 transformer.add_adapter(LoraConfig(r=2, init_lora_weights="gaussian", target_modules=targets))
-_save_lora(transformer, __import__("pathlib").Path(sys.argv[1]))
+_save_lora(family_named("flux1"), transformer, __import__("pathlib").Path(sys.argv[1]))
 """
 
 
@@ -195,6 +183,27 @@ def test_two_processes_train_the_lora_one_would(tmp_path, ucmerced) -> None:
     assert together == pytest.approx(alone, rel=0.02)
     first = [(c.paths.lora / "loss.csv").read_text().splitlines()[1] for c in (one, two)]
     assert float(first[1].split(",")[2]) == pytest.approx(float(first[0].split(",")[2]), rel=1e-4)
-    pipe = load_flux_pipeline(base_model_source(two))
+    pipe = load_pipeline(base_model_source(two))
     pipe.load_lora_weights(two.paths.lora_weights)
     assert pipe.get_list_adapters()["transformer"]  # the stock loader took it
+
+
+def test_tensorboard_holds_the_loss_learning_rate_and_grids(tmp_path, ucmerced) -> None:
+    """`generator.report_to: tensorboard`: accelerate's tracker writes each step's loss and
+    learning rate and each epoch's sample grid; the LoRA is the one an untracked run trains."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plain = smoke_config(tmp_path / "plain")
+    train_lora(plain)
+    cfg = smoke_config(tmp_path / "tracked", **{"generator.report_to": "tensorboard"})
+    train_lora(cfg)
+    run = cfg.paths.lora / "logs" / "synthaug-lora"  # the run's events (hparams below it)
+    logged = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    assert {"loss", "learning_rate"} <= set(logged.Tags()["scalars"])
+    losses = [e.value for e in logged.Scalars("loss")]
+    rows = (cfg.paths.lora / "loss.csv").read_text().splitlines()[1:]
+    assert losses == pytest.approx([float(r.split(",")[2]) for r in rows])
+    assert [e.step for e in logged.Images("samples")] == [10, 20]  # one grid an epoch
+    assert safetensors_digest(cfg.paths.lora_weights) == safetensors_digest(
+        plain.paths.lora_weights
+    )

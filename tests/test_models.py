@@ -3,13 +3,11 @@ import torch
 from transformers import AutoImageProcessor, ViTForImageClassification
 
 from synthaug.config import TinyFluxConfig, TinyVitConfig
-from synthaug.models import (
-    load_flux_pipeline,
-    load_flux_transformer,
-    make_accelerator,
-    tiny_flux_dir,
-    tiny_vit_dir,
-)
+from synthaug.families import family_named
+from synthaug.models import make_accelerator, tiny_vit_dir
+from synthaug.pretrain import tiny_base_dir
+
+from .conftest import load_pipeline
 
 
 def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
@@ -26,10 +24,10 @@ def generate(pipe, size: int, seed: int = 0) -> np.ndarray:
 
 def test_flux_loads_and_accelerators_keep_attention_off_cudnn() -> None:
     """cuDNN's attention failed at FLUX.1-dev's shapes on an H200 (synthaug.models)."""
-    source = tiny_flux_dir(TinyFluxConfig())
+    source = tiny_base_dir("flux1", TinyFluxConfig())
     for load in (
-        lambda: load_flux_pipeline(source),
-        lambda: load_flux_transformer(source, torch.bfloat16),
+        lambda: load_pipeline(source),
+        lambda: family_named("flux1").load_transformer(source, torch.bfloat16),
         lambda: make_accelerator("no"),
     ):
         torch.backends.cuda.enable_cudnn_sdp(True)
@@ -38,7 +36,7 @@ def test_flux_loads_and_accelerators_keep_attention_off_cudnn() -> None:
 
 
 def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
+    pipe = load_pipeline(tiny_base_dir("flux1", TinyFluxConfig()))
     assert type(pipe).__name__ == "FluxPipeline"
     assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
     assert pipe.vae.config.latent_channels == 16
@@ -50,21 +48,21 @@ def test_tiny_flux_is_the_flux_architecture_and_generates_requested_size() -> No
 
 
 def test_tiny_flux_save_load_round_trip_is_identical(tmp_path) -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
+    pipe = load_pipeline(tiny_base_dir("flux1", TinyFluxConfig()))
     pipe.save_pretrained(tmp_path / "copy")
-    again = load_flux_pipeline(tmp_path / "copy")
+    again = load_pipeline(tmp_path / "copy")
     np.testing.assert_array_equal(generate(pipe, 32), generate(again, 32))
     assert not np.array_equal(generate(pipe, 32, seed=0), generate(pipe, 32, seed=1))
 
 
 def test_tiny_flux_cache_is_keyed_by_config() -> None:
-    first = tiny_flux_dir(TinyFluxConfig())
-    assert tiny_flux_dir(TinyFluxConfig()) == first
-    assert tiny_flux_dir(TinyFluxConfig(seed=1)) != first
+    first = tiny_base_dir("flux1", TinyFluxConfig())
+    assert tiny_base_dir("flux1", TinyFluxConfig()) == first
+    assert tiny_base_dir("flux1", TinyFluxConfig(seed=1)) != first
 
 
 def test_locally_trained_tokenizers_encode_class_prompts() -> None:
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
+    pipe = load_pipeline(tiny_base_dir("flux1", TinyFluxConfig()))
     clip_ids = pipe.tokenizer("an aerial image of harbor").input_ids
     t5_ids = pipe.tokenizer_2("an aerial image of harbor").input_ids
     assert clip_ids[0] == pipe.tokenizer.bos_token_id
@@ -96,7 +94,7 @@ def test_tiny_vit_loads_like_vit_base_in21k() -> None:
 def test_tokenizers_encode_any_class_name_without_unknowns() -> None:
     """The vocabulary is fixed (not fitted to a dataset): a class name it never saw still
     encodes, in pieces, and decodes back."""
-    pipe = load_flux_pipeline(tiny_flux_dir(TinyFluxConfig()))
+    pipe = load_pipeline(tiny_base_dir("flux1", TinyFluxConfig()))
     prompt = "an aerial image of Quarry-Terraces, wind farm 42"
     clip_ids = pipe.tokenizer(prompt).input_ids
     t5_ids = pipe.tokenizer_2(prompt).input_ids

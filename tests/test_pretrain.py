@@ -2,10 +2,9 @@
 
 from synthaug import pretrain
 from synthaug.io import read_json
-from synthaug.models import load_flux_pipeline
 from synthaug.pretrain import base_model_source
 
-from .conftest import AID, ROOT, smoke_config
+from .conftest import AID, ROOT, load_pipeline, smoke_config
 
 # A pretraining small enough for a test: 2 AID images a class, 2 steps each.
 PRETRAIN = {
@@ -39,7 +38,7 @@ def test_two_datasets_share_one_pretrained_base(tmp_path, ucmerced, monkeypatch)
     assert base_model_source(changed) != first and len(builds) == 2
     # the VAE's saved shift and scale map its latents of the pretraining images to mean 0,
     # standard deviation 1, as FLUX.1-dev's do
-    vae = load_flux_pipeline(first).vae
+    vae = load_pipeline(first).vae
     latents = pretrain.encode_all(vae, pretrain.load_images(on_ucmerced)[0])
     scaled = (latents - vae.config.shift_factor) * vae.config.scaling_factor
     assert abs(scaled.mean().item()) < 1e-4 and abs(scaled.std().item() - 1) < 1e-4

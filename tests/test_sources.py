@@ -12,7 +12,7 @@ import pytest
 
 from synthaug.config import DatasetConfig, DataSource, load_config
 from synthaug.data import open_source, read_manifest, scan_records
-from synthaug.flux import prompt_for
+from synthaug.flow import prompt_for
 from synthaug.io import read_json
 from synthaug.sources import SourceError, check_model, locate, materialize
 from synthaug.study import run_study

@@ -80,6 +80,30 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
     assert fresh == warm
 
 
+def test_klein_smoke_study_runs_end_to_end_and_names_its_models(tmp_path, ucmerced) -> None:
+    """params/smoke-flux2-klein.yaml: the FLUX.2 [klein] family through every stage, its
+    family and the backbone named in Table 1, the manifests, provenance and front page."""
+    lines: list[str] = []
+    profile = ROOT / "params/smoke-flux2-klein.yaml"
+    todo = run_study(profile, {"output_dir": str(tmp_path)}, echo=lines.append)
+    cfg = smoke_config(tmp_path, "smoke-flux2-klein")
+    assert len(todo) == len(list_tasks(cfg)) and f"report: {cfg.paths.book_index}" in lines
+    for arm in ("lora", "base"):
+        rows = read_csv(cfg.paths.arm_manifest(arm))
+        assert len(rows) == 20 and {r["family"] for r in rows} == {"flux2-klein"}
+    record = json.loads(cfg.paths.provenance("01_lora").read_text())
+    assert record["models"] == {
+        "generator_family": "flux2-klein",
+        "generator": "tiny",
+        "classifier_backbone": "tiny",
+    }
+    html = (cfg.paths.book_index.parent / "04_analysis.html").read_text()
+    assert "FLUX.2 [klein] (Flux2KleinPipeline)" in html  # Table 1
+    front = re.sub(r"<[^>]+>", "", html)  # the text as a reader sees it
+    assert "Generator: FLUX.2 [klein] (Flux2KleinPipeline), base tiny" in front
+    assert "Classifier: tiny (transformers, linear probe)" in front
+
+
 def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
     """`--stage analysis --rebuild`: only 04_analysis runs again, from the run's cells; the
     book's last page names that command for each table and figure."""

@@ -1,12 +1,12 @@
-"""What is FLUX-specific, in one place: prompts, their encoding, and the training loss.
+"""Flow matching, the same for every generator family: prompts, times and the training loss.
 
 Used by the base's pretraining, the LoRA and generation alike:
 - `prompt_for`: the class prompt (the class name as words in the profile's template);
-- `encode_prompts` / `encode_class_prompts`: CLIP pooled + T5 sequence embeddings, the empty
-  prompt last (the unconditional caption of caption dropout and true CFG);
+- `encode_class_prompts`: each class prompt encoded once by the family's text encoders,
+  the empty prompt last (the unconditional caption of caption dropout and CFG);
 - `sample_sigmas`: flow-matching times (diffusers' density sampling, optionally shifted
-  by the scheduler's own `shift`);
-- `flow_matching_loss`: the rectified-flow velocity loss on packed latents, as FLUX is trained;
+  by the family scheduler's `shift`);
+- `flow_matching_loss`: the rectified-flow velocity loss, as FLUX models are trained;
 - `step_seed`: the seed of one optimizer step's noise, from a run's seed.
 """
 
@@ -15,18 +15,8 @@ from __future__ import annotations
 import torch
 
 from synthaug.config import StudyConfig
+from synthaug.families import family_named
 from synthaug.vocab import caption_words
-
-# The FlowMatchEulerDiscreteScheduler settings of FLUX.1-dev; the tiny base uses them too,
-# and the shifted time sampling of training takes its `shift` from here.
-FLUX_SCHEDULER = {
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-}
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -41,20 +31,11 @@ def prompt_for(cfg: StudyConfig, label: str) -> str:
     return cfg.generation.prompt_template.format(class_name=words)
 
 
-def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:
-    """Each prompt encoded by CLIP (pooled) and T5 (sequence), followed by the empty prompt
-    (the last row: the unconditional caption of caption dropout and true CFG)."""
-    embeds, pooled, _ = pipe.encode_prompt(
-        [*prompts, ""], prompt_2=None, max_sequence_length=max_sequence_length
-    )
-    return {"prompt_embeds": embeds.float(), "pooled_prompt_embeds": pooled.float()}
-
-
 @torch.no_grad()
 def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str, torch.Tensor]:
     """Each class prompt (classes sorted) encoded once, and each label's row among them."""
     classes = sorted(set(labels))
-    encoded = encode_prompts(
+    encoded = family_named(cfg.generator.family).encode_prompts(
         pipe, [prompt_for(cfg, c) for c in classes], cfg.generator.max_sequence_length
     )
     index = {label: i for i, label in enumerate(classes)}
@@ -62,7 +43,9 @@ def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str,
     return {"prompt_index": torch.tensor([index[x] for x in labels], device=device), **encoded}
 
 
-def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Tensor:
+def sample_sigmas(
+    kind: str, batch: int, generator: torch.Generator, shift: float = 3.0
+) -> torch.Tensor:
     """Flow-matching times in (0, 1), drawn on the CPU: logit-normal (SD3/FLUX trainers),
     uniform, or logit-normal shifted toward noise by the scheduler's `shift`."""
     from diffusers.training_utils import compute_density_for_timestep_sampling
@@ -72,7 +55,6 @@ def sample_sigmas(kind: str, batch: int, generator: torch.Generator) -> torch.Te
         scheme, batch, logit_mean=0.0, logit_std=1.0, generator=generator
     )
     if kind == "shifted_sigmoid":
-        shift = FLUX_SCHEDULER["shift"]
         sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     return sigmas
 
@@ -86,21 +68,22 @@ def flow_matching_loss(
     caption_dropout: float = 0.0,
     part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
-    """The rectified-flow loss on packed latents for one batch of cached images, each
-    caption replaced by the empty one (the prompt tensors' last row) with probability
+    """The rectified-flow loss for one batch of cached model-space latents, each caption
+    replaced by the empty one (the prompt tensors' last row) with probability
     `caption_dropout`.
 
     Noise, times and dropout come from a CPU generator seeded by `seed` (the same
     numbers on any device, so a resumed run is bit-identical), then move to the cache's
     device. `part = (i, n)`: process i of n data-parallel ones takes every n-th image of
     the batch, with the noise, time and dropout the whole batch drew for it."""
-    from diffusers import FluxPipeline
-
+    family = family_named(cfg.generator.family)
     generator = torch.Generator().manual_seed(seed)
     x0 = cache["latents"][rows.to(cache["latents"].device)]
-    batch, channels, height, width = x0.shape
+    batch = len(x0)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    sigmas = sample_sigmas(cfg.generator.timestep_sampling, batch, generator).to(x0.device)
+    sigmas = sample_sigmas(
+        cfg.generator.timestep_sampling, batch, generator, family.scheduler["shift"]
+    ).to(x0.device)
     prompts = cache["prompt_index"][rows.to(cache["prompt_index"].device)]
     if caption_dropout > 0:
         dropped = torch.rand(batch, generator=generator) < caption_dropout
@@ -108,27 +91,8 @@ def flow_matching_loss(
         prompts = torch.where(dropped.to(prompts.device), empty, prompts)
     mine = slice(part[0], None, part[1])
     x0, noise, sigmas, prompts = x0[mine], noise[mine], sigmas[mine], prompts[mine]
-    batch = len(x0)
     noisy = (1 - sigmas.view(-1, 1, 1, 1)) * x0 + sigmas.view(-1, 1, 1, 1) * noise
-    model = getattr(transformer, "module", transformer)  # DDP keeps the model in `.module`
-    device, dtype = model.device, model.dtype
-    guidance = None
-    if model.config.guidance_embeds:
-        guidance = torch.full((batch,), cfg.generator.guidance_scale, device=device)
-    text = cache["prompt_embeds"][prompts]
-    prediction = transformer(
-        hidden_states=FluxPipeline._pack_latents(noisy, batch, channels, height, width).to(
-            device, dtype
-        ),
-        timestep=sigmas.to(device, dtype),
-        guidance=guidance,
-        pooled_projections=cache["pooled_prompt_embeds"][prompts].to(device, dtype),
-        encoder_hidden_states=text.to(device, dtype),
-        txt_ids=torch.zeros(text.shape[1], 3, device=device, dtype=dtype),
-        img_ids=FluxPipeline._prepare_latent_image_ids(
-            batch, height // 2, width // 2, device, dtype
-        ),
-        return_dict=False,
-    )[0]
-    target = FluxPipeline._pack_latents(noise - x0, batch, channels, height, width)
-    return torch.nn.functional.mse_loss(prediction.float(), target.to(device).float())
+    text = {key: cache[key][prompts] for key in family.text_keys}
+    prediction = family.predict(transformer, noisy, sigmas, text, cfg.generator.guidance_scale)
+    target = family.pack(noise - x0)
+    return torch.nn.functional.mse_loss(prediction.float(), target.to(prediction.device).float())
