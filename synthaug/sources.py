@@ -110,12 +110,13 @@ def load_hub_dataset(src: DataSource) -> Any:
         ) from None
 
 
-def check_model(repo: str, what: str, config_file: str) -> None:
+def check_model(repo: str, what: str, config_file: str) -> Path:
     """Before any compute: `repo` is a local folder, or its `config_file` can be had from
-    the hub (cached, or downloaded: a few KB). Otherwise a `SourceError` naming the
-    model and the fix: offline, no such repo, or gated without a token."""
+    the hub (cached, or downloaded: a few KB); the file's local path. Otherwise a
+    `SourceError` naming the model and the fix: offline, no such repo, or gated without a
+    token."""
     if resolve_path(repo).is_dir():
-        return
+        return resolve_path(repo) / config_file
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -125,7 +126,7 @@ def check_model(repo: str, what: str, config_file: str) -> None:
     )
 
     try:
-        hf_hub_download(repo, config_file)
+        return Path(hf_hub_download(repo, config_file))
     except GatedRepoError:
         raise SourceError(
             f"{what} {repo} is gated: accept its licence on https://huggingface.co/{repo}, "

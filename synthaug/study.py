@@ -207,13 +207,17 @@ def check_models(cfg: StudyConfig) -> None:
     """Every hub model the study loads can be had (cached, or downloadable with access),
     or a `SourceError` says why, before any data is read or compute spent."""
     from synthaug.families import family_named
+    from synthaug.io import read_json
     from synthaug.models import DINOV2_OFFLINE
     from synthaug.sources import check_model
     from synthaug.timm_backbone import TINY_TIMM
 
-    if cfg.generator.base_model != TINY:
-        check_model(cfg.generator.base_model, "generator.base_model", "model_index.json")
-        family_named(cfg.generator.family).check_source(cfg.generator.base_model)
+    base = cfg.generator.base_model
+    if base != TINY:
+        index = check_model(base, "generator.base_model", "model_index.json")
+        if index and index.is_file():  # the family the base holds, before any weights load
+            found = read_json(index).get("_class_name")
+            family_named(cfg.generator.family).check_class(found, base)
     if cfg.classifier.model not in (TINY, TINY_TIMM, DINOV2_OFFLINE):
         check_model(cfg.classifier.model, "classifier.model", "config.json")
 

@@ -482,3 +482,16 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, small_loca
     assert len(redraw) == 2
     assert len(cell_results(printed)) == 4
     assert cell_results(printed) == cell_results(small_local_study)
+
+
+def test_a_base_of_another_family_stops_the_dry_run(patternnet_like, tmp_path, monkeypatch) -> None:
+    """The base's model_index.json is read before any weights: a FLUX.1 base under
+    generator.family flux2-klein stops the plan with the fix."""
+    from synthaug.families import FamilyMismatchError
+
+    index = tmp_path / "model_index.json"
+    index.write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    monkeypatch.setattr("synthaug.sources.check_model", lambda repo, *_: index)
+    overrides = _paper_on(patternnet_like, tmp_path, **{"study.total": 76})
+    with pytest.raises(FamilyMismatchError, match="holds a FluxPipeline: set generator.family"):
+        run_study(ROOT / "params/paper-flux2-klein.yaml", overrides, dry_run=True)

@@ -44,7 +44,11 @@ class GeneratorFamily(ABC):
         """Stop with one message if `source`'s model_index.json names another pipeline."""
         from diffusers import DiffusionPipeline
 
-        found = DiffusionPipeline.load_config(str(source)).get("_class_name")
+        self.check_class(DiffusionPipeline.load_config(str(source)).get("_class_name"), source)
+
+    def check_class(self, found: str | None, source: str | Path) -> None:
+        """Stop with one message if `found` (a model_index.json's `_class_name`) is another
+        family's pipeline."""
         if found and found != self.pipeline_class:
             owner = next((f for f in FAMILIES.values() if f.pipeline_class == found), None)
             fix = f"set generator.family: {owner.name}" if owner else "use a supported base"
