@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from synthaug import provenance
-from synthaug.config import StudyConfig, project_root
+from synthaug.config import StudyConfig, project_root, shown_path
 from synthaug.progress import MARK
 
 
@@ -87,17 +87,12 @@ def _headings(path: Path) -> list[str]:
     ]
 
 
-def _shown(path: Path) -> str:
-    """A path as a command in the project folder takes it: relative when inside it."""
-    return str(path.relative_to(project_root()) if path.is_relative_to(project_root()) else path)
-
-
 def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
     """The book's last page: per table and figure, the notebook that makes it and the
     command that redraws it from this run; then the package versions it ran with."""
     from synthaug.io import read_json
 
-    config = _shown(cfg.paths.config)
+    config = shown_path(cfg.paths.config)
     run = f"synthaug run -f {config}"
     rows = []
     for path in notebooks:
@@ -140,7 +135,7 @@ def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
             f"`{env['code_revision']}`, GPU: {env['gpu'] or 'none'}. Float results of the "
             "generator differ in their last bits between CPU models, instruction sets and "
             "thread counts; the generator-seed intervals carry that uncertainty. Every "
-            f"task's own record is in `{_shown(record.parent)}/`.",
+            f"task's own record is in `{shown_path(record.parent)}/`.",
             "",
             "| package | version |",
             "|---|---|",
@@ -202,10 +197,11 @@ def _title(cell: str) -> str:
 
 
 def tag_for_report(path: Path, title: str | None = None) -> None:
-    """Hide the code in the report: every code cell's input is removed, except the
-    parameters (the profile's and papermill's injected ones), which stay behind a toggle;
-    progress lines are left out (the executed notebooks keep them). `title` replaces the
-    page's own (a classifier cell's, another arm's synthetic set)."""
+    """Hide the code in the report: every code cell's input is removed, and the parameter
+    cells (the profile's and papermill's injected ones) entirely: each page names the
+    command and config that made it instead; progress lines are left out (the executed
+    notebooks keep them). `title` replaces the page's own (a classifier cell's, another
+    arm's synthetic set)."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -218,7 +214,7 @@ def tag_for_report(path: Path, title: str | None = None) -> None:
             continue
         cell.outputs = [o for o in cell.outputs if o.get("metadata", {}) != MARK]
         tags = set(cell.metadata.get("tags", []))
-        tags.add("hide-input" if tags & {"parameters", "injected-parameters"} else "remove-input")
+        tags.add("remove-cell" if tags & {"parameters", "injected-parameters"} else "remove-input")
         cell.metadata["tags"] = sorted(tags)
     nbformat.write(notebook, path)
 

@@ -8,8 +8,10 @@ manifest's real test split. Two modes share everything but the training loop:
 - `linear_probe`: freeze the backbone, cache the classifier head's input features once
   per image, and train only a linear head (the CPU profile).
 
-Each cell writes `<run>/cells/<cell>/metrics.json`; a cell whose file exists and matches
-its config is skipped.
+Each cell writes `<run>/cells/<cell>/probabilities.safetensors` (its test probabilities,
+fp16) and `<run>/cells/<cell>/metrics.json`; a cell whose metrics exist and match its
+config is skipped, and a metric added to `metrics.METRICS` later is computed for it from
+its probabilities.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from synthaug.data import (
 )
 from synthaug.design import Cell, default_real_count
 from synthaug.io import atomic_write_bytes, read_json, same_settings, sha256_file, write_json
-from synthaug.metrics import classification_report
+from synthaug.metrics import METRICS, classification_report
 from synthaug.models import backbone_kind, classifier_source, default_device, make_accelerator
 from synthaug.progress import Progress
 from synthaug.timm_backbone import load_timm
@@ -512,8 +514,15 @@ class CellRunner:
             return False
 
     def metrics(self, cell: Cell) -> dict:
-        """The saved metrics of a cell that is done."""
-        return read_json(self.cfg.paths.cell_metrics(cell.name))
+        """The saved metrics of a cell that is done, with every metric of the registry
+        (`metrics.METRICS`) it did not save computed from its saved probabilities."""
+        saved = read_json(self.cfg.paths.cell_metrics(cell.name))
+        path = self.cfg.paths.cell_probabilities(cell.name)
+        missing = [name for name in METRICS if name not in saved]
+        if missing and path.exists():
+            probs, labels = read_probabilities(path)
+            saved |= classification_report(probs, labels, saved["classes"], missing)
+        return saved
 
     def run(self, cell: Cell) -> dict:
         """Train and test one cell, or return its saved metrics if they match its config."""
@@ -560,6 +569,7 @@ class CellRunner:
             )
             timings["train_s"] = time.perf_counter() - fit_start
         timings["total_s"] = time.perf_counter() - start
+        save_probabilities(self.cfg.paths.cell_probabilities(cell.name), probs, test, test_y)
         metrics = {
             "cell": {**asdict(cell), "name": cell.name, "kind": cell.kind},
             "config_hash": key,
@@ -574,6 +584,23 @@ class CellRunner:
         }
         write_json(out, metrics, indent=1, sort_keys=False)
         return metrics
+
+
+def save_probabilities(path: Path, probs: np.ndarray, test: list, labels: list[int]) -> None:
+    """A cell's test probabilities as fp16, with each row's test image and label."""
+    refs = json.dumps([r.ref for r in test])
+    tensors = {
+        "probabilities": torch.from_numpy(probs).half().contiguous(),
+        "labels": torch.tensor(labels),
+    }
+    atomic_write_bytes(path, save(tensors, metadata={"test_refs": refs}))
+
+
+def read_probabilities(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The saved probabilities (as float32) and true labels of a cell's test images."""
+    with safe_open(str(path), "pt") as handle:
+        probs = handle.get_tensor("probabilities").float().numpy()
+        return probs, handle.get_tensor("labels").numpy()
 
 
 def run_cell(

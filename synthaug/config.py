@@ -590,6 +590,12 @@ def project_root() -> Path:
     return cwd
 
 
+def shown_path(path: Path) -> str:
+    """A path as a command in the project folder takes it: relative when inside it."""
+    root = project_root()
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+
 def resolve_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path

@@ -25,8 +25,9 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -249,171 +250,273 @@ def train_lora(cfg: StudyConfig, stop_after: int | None = None) -> dict:
     `stop_after` ends the run after that many optimizer steps (as a kill would, after a
     checkpoint), for resume tests and budgeted runs; rerunning continues from there.
     """
-    from peft import LoraConfig
-
-    out = cfg.paths.lora
-    g = cfg.generator
-    key = lora_key(cfg)
     if is_trained(cfg):
         return read_json(cfg.paths.lora_summary)
-    settings = {"config_hash": key, "generator": identity(g)}
-    record_settings(out / "config.json", settings, str(out))
-    if "LOCAL_RANK" not in os.environ:  # the launching process records, not each worker
-        provenance.record(cfg, "01_lora")
-
-    manifest = prepare_data(cfg)
-    records = manifest.split("lora")
-    source = base_model_source(cfg)  # pretrained here, once, before any process starts
+    records, source = _record_and_locate(cfg)
     devices = lora_devices(cfg)
     if len(devices) > 1 and "WORLD_SIZE" not in os.environ:
         return launch(cfg, devices, stop_after)
+    run = _prepare(cfg, records, source)
+    _resume(run)
+    _start(run)
+    while run.step < run.schedule.total_steps:
+        if _one_epoch(run, stop_after):
+            return {"stopped_at": run.step, "total_steps": run.schedule.total_steps}
+        _end_of_epoch(run)
+    return _finish(run)
+
+
+@dataclass
+class _Run:
+    """One process's LoRA training: what the phases of `train_lora` share."""
+
+    cfg: StudyConfig
+    family: GeneratorFamily
+    accelerator: Any
+    source: str
+    n_images: int
+    cache: dict[str, torch.Tensor]
+    transformer: Any
+    optimizer: Any
+    scheduler: Any
+    schedule: StepSchedule
+    bench: dict[str, float]
+    step: int = 0
+    losses: list = field(default_factory=list)
+    first_step: int = 0
+    started: float = 0.0
+    sampler: Any = None  # the pipeline of the sample grids, without text encoders
+    progress: Progress | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def part(self) -> tuple[int, int]:
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+
+def _record_and_locate(cfg: StudyConfig) -> tuple[list, str]:
+    """Record the settings (refusing other ones) and provenance; the LoRA-training
+    records and the base, pretrained here once, before any process starts."""
+    out = cfg.paths.lora
+    settings = {"config_hash": lora_key(cfg), "generator": identity(cfg.generator)}
+    record_settings(out / "config.json", settings, str(out))
+    if "LOCAL_RANK" not in os.environ:  # the launching process records, not each worker
+        provenance.record(cfg, "01_lora")
+    records = prepare_data(cfg).split("lora")
+    return records, base_model_source(cfg)
+
+
+def _prepare(cfg: StudyConfig, records: list, source: str) -> _Run:
+    """The accelerator, the encoding cache, the transformer with its LoRA, the optimizer
+    and the learning-rate schedule."""
+    from diffusers.optimization import get_scheduler
+
+    g = cfg.generator
     accelerator = make_accelerator(
-        g.mixed_precision, **tracking.accelerator_options(g.report_to, out)
+        g.mixed_precision, **tracking.accelerator_options(g.report_to, cfg.paths.lora)
     )
-    main = accelerator.is_main_process
-    part = (accelerator.process_index, accelerator.num_processes)
-    if g.batch_size % part[1]:
+    if g.batch_size % accelerator.num_processes:
         raise ValueError(
-            f"generator.batch_size {g.batch_size} does not split over {part[1]} processes; "
-            "use a multiple of the number of devices (study.devices)"
+            f"generator.batch_size {g.batch_size} does not split over "
+            f"{accelerator.num_processes} processes; use a multiple of the number of devices "
+            "(study.devices)"
         )
-    dtype = weight_dtype(g.mixed_precision)
-
-    cache_path = out / "cache.safetensors"
     bench: dict[str, float] = {}
-    with accelerator.main_process_first():  # the others read the cache the first one made
-        if not cache_path.exists():
-            start = time.perf_counter()
-            build_encoding_cache(cfg, source, records, dtype, accelerator.device, cache_path)
-            bench["cache_s"] = time.perf_counter() - start
-    cache = load_file(str(cache_path))
-
-    from diffusers.training_utils import cast_training_params
-
+    cache = _encoding_cache(cfg, accelerator, source, records, bench)
     family = family_named(g.family)
-    transformer = family.load_transformer(source, dtype)
+    transformer = _transformer_with_lora(cfg, family, source)
+    optimizer = _make_optimizer(cfg, [p for p in transformer.parameters() if p.requires_grad])
+    schedule = StepSchedule(len(records), g.repeats, g.batch_size, g.epochs)
+    scheduler = get_scheduler(
+        g.lr_scheduler,
+        optimizer,
+        num_warmup_steps=g.lr_warmup_steps,
+        num_training_steps=schedule.total_steps,
+    )
+    return _Run(
+        cfg,
+        family,
+        accelerator,
+        source,
+        len(records),
+        cache,
+        transformer,
+        optimizer,
+        scheduler,
+        schedule,
+        bench,
+    )
+
+
+def _encoding_cache(cfg: StudyConfig, accelerator, source: str, records, bench: dict) -> dict:
+    """The VAE latents and prompt tensors, built once by the first process."""
+    path = cfg.paths.lora / "cache.safetensors"
+    dtype = weight_dtype(cfg.generator.mixed_precision)
+    with accelerator.main_process_first():  # the others read the cache the first one made
+        if not path.exists():
+            start = time.perf_counter()
+            build_encoding_cache(cfg, source, records, dtype, accelerator.device, path)
+            bench["cache_s"] = time.perf_counter() - start
+    return load_file(str(path))
+
+
+def _transformer_with_lora(cfg: StudyConfig, family: GeneratorFamily, source: str):
+    """The frozen transformer with the LoRA added (its A matrices seeded by
+    `generator.seed`) in fp32, checkpointing and compilation as the config says."""
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    g = cfg.generator
+    transformer = family.load_transformer(source, weight_dtype(g.mixed_precision))
     transformer.requires_grad_(False)
     torch.manual_seed(g.seed)  # the LoRA's initial A matrices
+    targets = lora_targets(transformer, family.targets(g.lora.target_modules), family.lora_blocks)
     transformer.add_adapter(
         LoraConfig(
             r=g.lora.rank,
             lora_alpha=g.lora.alpha,
             lora_dropout=g.lora.dropout,
             init_lora_weights="gaussian",
-            target_modules=lora_targets(
-                transformer, family.targets(g.lora.target_modules), family.lora_blocks
-            ),
+            target_modules=targets,
         )
     )
     cast_training_params(transformer, torch.float32)  # LoRA weights in fp32 under autocast
-    params = [p for p in transformer.parameters() if p.requires_grad]
     if g.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     compile_blocks(transformer, g.compile)  # the LoRA layers are inside the blocks
-    optimizer = _make_optimizer(cfg, params)
-    step_schedule = StepSchedule(len(records), g.repeats, g.batch_size, g.epochs)
-    from diffusers.optimization import get_scheduler
+    return transformer
 
-    scheduler = get_scheduler(
-        g.lr_scheduler,
-        optimizer,
-        num_warmup_steps=g.lr_warmup_steps,
-        num_training_steps=step_schedule.total_steps,
+
+def _resume(run: _Run) -> None:
+    """Continue from the run's checkpoint, if it has one."""
+    if (state := _read_checkpoint(run.cfg.paths.lora)) is None:
+        return
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(run.transformer, state["lora"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.step, run.losses = state["step"], state["losses"]
+    log.info("resuming LoRA training at step %d of %d", run.step, run.schedule.total_steps)
+
+
+def _start(run: _Run) -> None:
+    """Hand the model, optimizer and schedule to accelerate; move the cache; open the
+    trackers and the progress line."""
+    accelerator, g = run.accelerator, run.cfg.generator
+    run.transformer, run.optimizer, run.scheduler = accelerator.prepare(
+        run.transformer, run.optimizer, run.scheduler
     )
-    checkpoint_path = out / CHECKPOINT
-    step, losses = 0, []
-    if (state := _read_checkpoint(out)) is not None:
-        from peft.utils import set_peft_model_state_dict
-
-        set_peft_model_state_dict(transformer, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses = state["step"], state["losses"]
-        log.info("resuming LoRA training at step %d of %d", step, step_schedule.total_steps)
-    transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
-    cache = {k: v.to(accelerator.device) for k, v in cache.items()}
+    run.cache = {k: v.to(accelerator.device) for k, v in run.cache.items()}
     tracking.start(accelerator, g.report_to, identity(g))
+    run.started, run.first_step = time.perf_counter(), run.step
+    run.transformer.train()
+    total = run.schedule.total_steps
+    run.progress = Progress(total, "LoRA", "steps", initial=run.step, show=run.main)
 
-    sampler = None  # the pipeline of the sample grids, without text encoders; built once
-    train_start, first_step = time.perf_counter(), step
-    transformer.train()
-    progress = Progress(step_schedule.total_steps, "LoRA", "steps", initial=step, show=main)
-    epoch = step // step_schedule.steps_per_epoch
-    while step < step_schedule.total_steps:
-        batches = step_schedule.order(g.seed, epoch)
-        for rows in batches[step - epoch * step_schedule.steps_per_epoch :]:
-            seed = step_seed(g.seed, step)
-            torch.manual_seed(seed)  # LoRA dropout, if any
-            loss = flow_matching_loss(transformer, cache, rows, seed, cfg, g.caption_dropout, part)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            batch_loss = accelerator.reduce(loss.detach(), "mean").item()  # over processes
-            losses.append([epoch + 1, step + 1, batch_loss, len(rows)])
-            step += 1
-            tracking.log_step(
-                accelerator, g.report_to, step, batch_loss, scheduler.get_last_lr()[0]
-            )
-            progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{batch_loss:.4f}")
-            stopping = stop_after is not None and step - first_step >= stop_after
-            if stopping or step % g.checkpoint_every == 0 or step == step_schedule.total_steps:
-                if main:
-                    _checkpoint(
-                        checkpoint_path,
-                        accelerator.unwrap_model(transformer),
-                        optimizer,
-                        scheduler,
-                        step,
-                        losses,
-                    )
-                accelerator.wait_for_everyone()
-            if stopping:
-                progress.close()
-                tracking.finish(accelerator, g.report_to)
-                return {"stopped_at": step, "total_steps": step_schedule.total_steps}
-        epoch += 1
-        if not main:
-            continue
-        if sampler is None:
-            sampler = family.load_pipeline(
-                source,
-                dtype,
-                transformer=accelerator.unwrap_model(transformer),
-                **family.without_text_encoders(),
-            ).to(accelerator.device)
-        grid = _write_epoch_outputs(cfg, out, sampler, cache, losses, epoch)
-        tracking.log_grid(accelerator, g.report_to, step, grid)
-    progress.close()
+
+def _one_epoch(run: _Run, stop_after: int | None) -> bool:
+    """The rest of the current epoch's steps, checkpointing on the way; True when the
+    run stops early (`stop_after`)."""
+    g, schedule = run.cfg.generator, run.schedule
+    epoch = run.step // schedule.steps_per_epoch
+    for rows in schedule.order(g.seed, epoch)[run.step - epoch * schedule.steps_per_epoch :]:
+        batch_loss = _step(run, rows, epoch)
+        run.progress.update(1, epoch=f"{epoch + 1}/{g.epochs}", loss=f"{batch_loss:.4f}")
+        stopping = stop_after is not None and run.step - run.first_step >= stop_after
+        if stopping or run.step % g.checkpoint_every == 0 or run.step == schedule.total_steps:
+            _save_checkpoint(run)
+        if stopping:
+            run.progress.close()
+            tracking.finish(run.accelerator, g.report_to)
+            return True
+    return False
+
+
+def _step(run: _Run, rows: torch.Tensor, epoch: int) -> float:
+    """One optimizer step on the batch `rows`; its loss, averaged over processes."""
+    g, accelerator = run.cfg.generator, run.accelerator
+    seed = step_seed(g.seed, run.step)
+    torch.manual_seed(seed)  # LoRA dropout, if any
+    loss = flow_matching_loss(
+        run.transformer, run.cache, rows, seed, run.cfg, g.caption_dropout, run.part
+    )
+    accelerator.backward(loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad()
+    batch_loss = accelerator.reduce(loss.detach(), "mean").item()  # over processes
+    run.losses.append([epoch + 1, run.step + 1, batch_loss, len(rows)])
+    run.step += 1
+    learning_rate = run.scheduler.get_last_lr()[0]
+    tracking.log_step(accelerator, g.report_to, run.step, batch_loss, learning_rate)
+    return batch_loss
+
+
+def _save_checkpoint(run: _Run) -> None:
+    if run.main:
+        lora = run.accelerator.unwrap_model(run.transformer)
+        state = (run.optimizer, run.scheduler, run.step, run.losses)
+        _checkpoint(run.cfg.paths.lora / CHECKPOINT, lora, *state)
+    run.accelerator.wait_for_everyone()
+
+
+def _end_of_epoch(run: _Run) -> None:
+    """The first process writes the loss log and the epoch's sample grid."""
+    if not run.main:
+        return
+    if run.sampler is None:
+        family = run.family
+        run.sampler = family.load_pipeline(
+            run.source,
+            weight_dtype(run.cfg.generator.mixed_precision),
+            transformer=run.accelerator.unwrap_model(run.transformer),
+            **family.without_text_encoders(),
+        ).to(run.accelerator.device)
+    epoch = run.step // run.schedule.steps_per_epoch
+    grid = _write_epoch_outputs(
+        run.cfg, run.cfg.paths.lora, run.sampler, run.cache, run.losses, epoch
+    )
+    tracking.log_grid(run.accelerator, run.cfg.generator.report_to, run.step, grid)
+
+
+def _finish(run: _Run) -> dict:
+    """Save the LoRA and the run's summary (the first process; the others wait for it)."""
+    cfg, g, accelerator = run.cfg, run.cfg.generator, run.accelerator
+    run.progress.close()
     tracking.finish(accelerator, g.report_to)
-    train_s = time.perf_counter() - train_start
-    if not main:
+    train_s = time.perf_counter() - run.started
+    if not run.main:
         accelerator.wait_for_everyone()  # the first process saves the LoRA and its summary
         return read_json(cfg.paths.lora_summary)
-    weights = _save_lora(family, accelerator.unwrap_model(transformer), out)
-    samples_seen = sum(row[3] for row in losses[first_step:])
+    weights = _save_lora(run.family, accelerator.unwrap_model(run.transformer), cfg.paths.lora)
+    samples_seen = sum(row[3] for row in run.losses[run.first_step :])
+    bench = run.bench
     bench.update({"train_s": train_s, "samples_per_s": samples_seen / max(train_s, 1e-9)})
     summary = {
-        "config_hash": key,
+        "config_hash": lora_key(cfg),
         "weights": str(weights),
         "family": g.family,
-        "base_model": source,
+        "base_model": run.source,
         "device": str(accelerator.device),
-        "processes": part[1],
+        "processes": run.part[1],
         "mixed_precision": g.mixed_precision,
         "gradient_checkpointing": g.gradient_checkpointing,
-        "steps": step_schedule.total_steps,
-        "n_images": len(records),
+        "steps": run.schedule.total_steps,
+        "n_images": run.n_images,
         "epochs": g.epochs,
         "repeats": g.repeats,
         "bench": bench,
-        "epoch_loss": _epoch_means(losses),
+        "epoch_loss": _epoch_means(run.losses),
     }
-    write_json(out / "bench.json", bench)
+    write_json(cfg.paths.lora / "bench.json", bench)
     write_json(cfg.paths.lora_summary, summary)
     accelerator.wait_for_everyone()
     print(
-        f"LoRA: {step_schedule.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
+        f"LoRA: {run.schedule.total_steps} steps, {bench['samples_per_s']:.2f} samples/s"
         + (f", encoding cache built in {bench['cache_s']:.1f}s" if "cache_s" in bench else "")
     )
     return summary

@@ -8,6 +8,7 @@ generated-<arm>/                the same for another arm (base, img2img)
 lora-g<g>/, generated[-<arm>]-g<g>/  the same for generator seed g > 0
 features/<classifier>.safetensors  frozen-backbone features       (classify)
 cells/<cell>/metrics.json       one classifier per mix and seed   (classify)
+cells/<cell>/probabilities.safetensors  its test probabilities   (classify)
 notebooks/<task>.ipynb          the executed notebooks            (study)
 logs/kernels.log, .status/      kernel output, live progress      (study)
 logs/slurm/                     job scripts, logs, submission     (slurm)
@@ -70,6 +71,10 @@ class RunPaths:
 
     def cell_metrics(self, cell_name: str) -> Path:
         return self.cells / cell_name / "metrics.json"
+
+    def cell_probabilities(self, cell_name: str) -> Path:
+        """The cell's test-set probabilities (fp16) and test refs: what metrics read."""
+        return self.cells / cell_name / "probabilities.safetensors"
 
     def executed(self, task_name: str) -> Path:
         return self.notebooks / f"{task_name}.ipynb"

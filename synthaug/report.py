@@ -7,7 +7,38 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from synthaug.config import StudyConfig, shown_path
+
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss", "mse", "brier", "n_test")
+
+
+def page_command(cfg: StudyConfig, stage: str, task: str = "") -> str:
+    """Markdown: the command that makes this page again from this run's own config."""
+    config = shown_path(cfg.paths.config)
+    line = f"`synthaug run -f {config} --stage {stage} --rebuild`"
+    where = f" (task `{task}`)" if task else ""
+    return f"This page{where} is made by {line}, `{config}` being this run's profile."
+
+
+def summary_table(cfg: StudyConfig, summary: dict) -> pd.DataFrame:
+    """A stage's summary as a two-column table: paths relative to the run folder, nested
+    figures flattened (`bench.train_s`), floats rounded."""
+    rows = {}
+    for key, value in summary.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, item in items:
+            rows[f"{key}.{sub}" if sub else key] = _shown_value(cfg, item)
+    return pd.DataFrame({"value": list(rows.values())}, index=list(rows))
+
+
+def _shown_value(cfg: StudyConfig, value):
+    if isinstance(value, str) and value.startswith(str(cfg.run_dir)):
+        return value.removeprefix(str(cfg.run_dir)).lstrip("/") or "."
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return f"{len(value)} entries"
+    return value
 
 
 def cell_summary(metrics: dict) -> pd.DataFrame:

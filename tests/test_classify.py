@@ -274,3 +274,34 @@ def test_a_timm_model_at_another_input_size_is_refused_with_the_size(tmp_path) -
     cfg = smoke_config(tmp_path, **{"classifier.model": "tiny-timm"})
     with pytest.raises(ValueError, match="set classifier.image_size: 32"):
         load_timm(classifier_source(cfg.classifier), 5, image_size=64)
+
+
+def test_a_metric_added_later_reaches_finished_cells_without_training(
+    tmp_path, ucmerced, monkeypatch
+) -> None:
+    """Cells save their test probabilities; a metric registered after they ran is computed
+    from them when the analysis reads the cells, and nothing is trained again."""
+    from synthaug import metrics
+
+    cfg = smoke_config(tmp_path)
+    fake_generated_set(cfg)
+    runner = CellRunner(cfg)
+    cell = Cell(10, 10, 0)
+    saved = runner.run(cell)
+    path = cfg.paths.cell_metrics(cell.name)
+    stamp = path.stat().st_mtime_ns
+
+    def top2(probs, y_true, _classes):
+        return float((np.argsort(probs, axis=1)[:, -2:] == y_true[:, None]).any(axis=1).mean())
+
+    monkeypatch.setitem(metrics.METRICS, "top2_accuracy", top2)
+    monkeypatch.setattr(
+        "synthaug.classify.train_linear_head", lambda *a, **k: pytest.fail("retrained")
+    )
+    read = CellRunner(cfg).metrics(cell)
+    assert saved["accuracy"] <= read["top2_accuracy"] <= 1.0
+    assert read["accuracy"] == saved["accuracy"]  # saved metrics are kept as they were
+    assert path.stat().st_mtime_ns == stamp
+    from synthaug.analysis import collect
+
+    assert all("top2_accuracy" in m for m in collect(CellRunner(cfg)))

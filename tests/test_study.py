@@ -102,6 +102,11 @@ def test_klein_smoke_study_runs_end_to_end_and_names_its_models(tmp_path, ucmerc
     front = re.sub(r"<[^>]+>", "", html)  # the text as a reader sees it
     assert "Generator: FLUX.2 [klein] (Flux2KleinPipeline), base tiny" in front
     assert "Classifier: tiny (transformers, linear probe)" in front
+    assert "Show code cell source" not in html  # no parameter toggles on the front page
+    page = re.sub(r"<[^>]+>", "", (cfg.paths.book_index.parent / "02_generate.html").read_text())
+    assert f"-f {cfg.paths.config} --stage generate --rebuild" in page  # this run's profile
+    assert "'dir':" not in page and "generated_now" in page  # a table, not a raw dict
+    assert f"{cfg.run_dir}/generated" not in page  # paths relative to the run folder
 
 
 def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
