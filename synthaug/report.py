@@ -12,12 +12,11 @@ from synthaug.config import StudyConfig, shown_path
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss", "mse", "brier", "n_test")
 
 
-def page_command(cfg: StudyConfig, stage: str, task: str = "") -> str:
+def page_command(cfg: StudyConfig, stage: str) -> str:
     """Markdown: the command that makes this page again from this run's own config."""
     config = shown_path(cfg.paths.config)
     line = f"`synthaug run -f {config} --stage {stage} --rebuild`"
-    where = f" (task `{task}`)" if task else ""
-    return f"This page{where} is made by {line}, `{config}` being this run's profile."
+    return f"This page is made by {line} (the run's own resolved profile)."
 
 
 def summary_table(cfg: StudyConfig, summary: dict) -> pd.DataFrame:
