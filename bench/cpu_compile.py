@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import processes  # noqa: E402
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
@@ -26,13 +27,8 @@ from synthaug.pretrain import base_model_source  # noqa: E402
 from synthaug.study import run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {
-    "generator.epochs": 1,
-    "generation.count": 210,
-    "generation.arms": "[lora]",
-    "study.generated_shares": "[0.2]",
-    "study.sample_efficiency": "null",
-}
+# processes.py's cut of the work, with the LoRA arm alone and no sweep
+SMALL = {**processes.SMALL, "generation.arms": "[lora]", "study.sample_efficiency": "null"}
 
 
 def stage_seconds(profile: str, mode: str) -> dict[str, float]:

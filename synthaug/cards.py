@@ -31,14 +31,13 @@ def base_licence(base_model: str) -> dict:
     return BASE_LICENCES.get(base_model, UNKNOWN_LICENCE)
 
 
-def study_facts(cfg: StudyConfig, arm: str) -> dict:
+def study_facts(cfg: StudyConfig, arm: str, lora_sha256: str) -> dict:
     """What both cards say, read from the finished study: its headline, the arm's quality
-    in the classifier's features, the LoRA's settings, the prompts."""
+    in the classifier's features, the LoRA's settings and digest, the prompts."""
     from synthaug.analysis import collect, headline, quality, table1
     from synthaug.classify import CellRunner
     from synthaug.families import family_named
     from synthaug.flow import prompt_for
-    from synthaug.io import safetensors_digest
 
     runner = CellRunner(cfg)
     table = quality(runner, collect(runner), arm)
@@ -51,7 +50,7 @@ def study_facts(cfg: StudyConfig, arm: str) -> dict:
         "prompts": {label: prompt_for(cfg, label) for label in runner.classes},
         "family": family.title,
         "pipeline": family.pipeline_class,
-        "lora_sha256": safetensors_digest(cfg.paths.lora_weights),
+        "lora_sha256": lora_sha256,
     }
 
 

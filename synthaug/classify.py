@@ -93,6 +93,21 @@ def resized(images: Iterable[Image.Image], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
+def _transformers_classifier(source: str, classes: list[str]) -> tuple:
+    """A transformers image classifier with a new head of `classes`, and its image
+    processor's mean and std."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    processor = AutoImageProcessor.from_pretrained(source)
+    model = AutoModelForImageClassification.from_pretrained(
+        source,
+        num_labels=len(classes),
+        id2label=dict(enumerate(classes)),
+        label2id={name: i for i, name in enumerate(classes)},
+    )
+    return model, list(processor.image_mean), list(processor.image_std)
+
+
 class Backbone:
     """The classifier model and its normalisation, loaded the way hub checkpoints are: a
     transformers image classifier (`AutoModelForImageClassification`, its image processor's
@@ -109,21 +124,9 @@ class Backbone:
             model, data = load_timm(source, len(classes), self.size)
             self.mean, self.std = list(data["mean"]), list(data["std"])
         else:
-            model = self._transformers_model(source, classes)
+            model, self.mean, self.std = _transformers_classifier(source, classes)
         self.model = model.to(default_device())
         compile_blocks(self.model, cfg.classifier.compile)
-
-    def _transformers_model(self, source: str, classes: list[str]):
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        processor = AutoImageProcessor.from_pretrained(source)
-        self.mean, self.std = list(processor.image_mean), list(processor.image_std)
-        return AutoModelForImageClassification.from_pretrained(
-            source,
-            num_labels=len(classes),
-            id2label=dict(enumerate(classes)),
-            label2id={name: i for i, name in enumerate(classes)},
-        )
 
     def pixels(self, images: Iterable[Image.Image]) -> torch.Tensor:
         return to_pixels(images, self.size, self.mean, self.std)

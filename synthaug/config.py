@@ -511,17 +511,19 @@ class StudyConfig(_Section):
 
     @model_validator(mode="after")
     def _family_fits(self) -> StudyConfig:
-        if self.generator.family != "flux2-klein":
-            return self
-        if "img2img" in self.generation.arms:
+        """The arms and guidance the generator family has (`synthaug.families`)."""
+        from synthaug.families import FAMILIES
+
+        family = FAMILIES[self.generator.family]
+        if "img2img" in self.generation.arms and family.no_img2img:
             raise ValueError(
-                "generation.arms: flux2-klein has no img2img pipeline (Flux2KleinPipeline's "
-                "`image` conditions on a reference, it does not start from it); use [lora, base]"
+                f"generation.arms: {family.name} has no img2img pipeline ({family.no_img2img}); "
+                "use [lora, base]"
             )
-        if self.generation.true_cfg_scale != 1:
+        if self.generation.true_cfg_scale != 1 and family.no_true_cfg:
             raise ValueError(
-                "generation.true_cfg_scale: flux2-klein guides with generation.guidance_scale "
-                "(classifier-free, against the empty prompt); leave true_cfg_scale at 1"
+                f"generation.true_cfg_scale: {family.name} {family.no_true_cfg}; "
+                "leave true_cfg_scale at 1"
             )
         return self
 

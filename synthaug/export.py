@@ -58,11 +58,12 @@ def export_study(cfg: StudyConfig, to: Path, arm: str = "lora") -> Exported:
             f"study {cfg.name} is not finished: its {stage} has not run; run "
             "`synthaug run -f <profile>` to the end first, then export"
         )
-    _refuse_other_export(cfg, to, arm)
-    facts = cards.study_facts(cfg, arm)
+    identity = _identity(cfg, arm)
+    _refuse_other_export(to, identity)
+    facts = cards.study_facts(cfg, arm, identity["lora_sha256"])
     lora = _replace_folder(to / "lora", lambda tmp: _write_lora(cfg, tmp, facts))
     dataset = _replace_folder(to / "dataset", lambda tmp: _write_dataset(cfg, arm, tmp, facts))
-    write_json(to / MARKER, _identity(cfg, arm))
+    write_json(to / MARKER, identity)
     return Exported(lora, dataset)
 
 
@@ -76,14 +77,15 @@ def _identity(cfg: StudyConfig, arm: str) -> dict:
     }
 
 
-def _refuse_other_export(cfg: StudyConfig, to: Path, arm: str) -> None:
+def _refuse_other_export(to: Path, identity: dict) -> None:
     marker = to / MARKER
-    if marker.exists() and read_json(marker) != _identity(cfg, arm):
+    found = read_json(marker) if marker.exists() else None
+    if found is not None and found != identity:
         raise DataError(
-            f"{to} holds an export of another study or arm ({read_json(marker)}); "
+            f"{to} holds an export of another study or arm ({found}); "
             "choose another --to, or delete it"
         )
-    if not marker.exists() and any((to / name).exists() for name in ("lora", "dataset")):
+    if found is None and any((to / name).exists() for name in ("lora", "dataset")):
         raise DataError(f"{to} already has lora/ or dataset/ folders; choose another --to")
 
 

@@ -43,9 +43,7 @@ def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str,
     return {"prompt_index": torch.tensor([index[x] for x in labels], device=device), **encoded}
 
 
-def sample_sigmas(
-    kind: str, batch: int, generator: torch.Generator, shift: float = 3.0
-) -> torch.Tensor:
+def sample_sigmas(kind: str, batch: int, generator: torch.Generator, shift: float) -> torch.Tensor:
     """Flow-matching times in (0, 1), drawn on the CPU: logit-normal (SD3/FLUX trainers),
     uniform, or logit-normal shifted toward noise by the scheduler's `shift`."""
     from diffusers.training_utils import compute_density_for_timestep_sampling

@@ -300,13 +300,9 @@ def regenerate_one(cfg: StudyConfig, label: str, index: int, arm: str = "lora") 
     in a PNG byte, for some transformers)."""
     pipe, _, _ = load_generator(cfg, arm=arm)
     jobs = list_jobs(cfg, prepare_data(cfg).classes)
-    batch = next(
-        b
-        for b in batches_of(jobs, cfg.generation.batch_size, (0, 1))
-        if any(j.label == label and j.index == index for j in b)
-    )
-    wanted = next(i for i, j in enumerate(batch) if j.label == label and j.index == index)
-    return render(pipe, cfg, batch)[wanted]
+    job = next(j for j in jobs if (j.label, j.index) == (label, index))
+    batch = next(b for b in batches_of(jobs, cfg.generation.batch_size, (0, 1)) if job in b)
+    return render(pipe, cfg, batch)[batch.index(job)]
 
 
 def is_complete(cfg: StudyConfig, arm: str = "lora") -> bool:

@@ -5,6 +5,8 @@ not sent twice)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import HfApi, get_token
 
 from synthaug.export import Exported
@@ -15,20 +17,18 @@ class ShareError(RuntimeError):
     """An upload that cannot start or was refused; the message says what to do."""
 
 
-def plan(exported: Exported, repo: str) -> list[tuple[str, str, list[str]]]:
-    """(repo type, repo id, files) for each upload, in order."""
-    return [
-        (kind, repo, sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
-        for kind, folder in (("model", exported.lora), ("dataset", exported.dataset))
-    ]
+def uploads(exported: Exported) -> list[tuple[str, Path]]:
+    """(repo type, folder) of each upload, in order: the LoRA, then the synthetic set."""
+    return [("model", exported.lora), ("dataset", exported.dataset)]
 
 
 def plan_lines(exported: Exported, repo: str, private: bool) -> list[str]:
     """What `push` would upload, and where (`--dry-run`)."""
     visibility = "private" if private else "public"
     lines = []
-    for kind, repo_id, files in plan(exported, repo):
-        lines.append(f"{kind} repo {repo_id} ({visibility}): {len(files)} files")
+    for kind, folder in uploads(exported):
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        lines.append(f"{kind} repo {repo} ({visibility}): {len(files)} files")
         lines += [f"  {name}" for name in files[:5]] + (["  ..."] if len(files) > 5 else [])
     return lines
 
@@ -43,21 +43,20 @@ def push(exported: Exported, repo: str, private: bool) -> list[str]:
     if not token:
         raise ShareError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then rerun")
     api, urls, done = HfApi(token=token), [], []
-    folders = {"model": exported.lora, "dataset": exported.dataset}
-    for kind, repo_id, _files in plan(exported, repo):
+    for kind, folder in uploads(exported):
         try:
-            api.create_repo(repo_id, repo_type=kind, private=private, exist_ok=True)
+            api.create_repo(repo, repo_type=kind, private=private, exist_ok=True)
             commit = api.upload_folder(
-                repo_id=repo_id,
+                repo_id=repo,
                 repo_type=kind,
-                folder_path=folders[kind],
+                folder_path=folder,
                 commit_message="synthaug export",
             )
         except (HfHubHTTPError, OSError) as error:
             status = getattr(getattr(error, "response", None), "status_code", None)
             kept = f"; the {done[0]} repo is complete" if done else ""
             raise ShareError(
-                f"the hub refused the {kind} repo {repo_id} ({status or type(error).__name__}: "
+                f"the hub refused the {kind} repo {repo} ({status or type(error).__name__}: "
                 f"{str(error).splitlines()[0][:200]}){kept}; check the token's write access "
                 "to the organisation, then rerun the same command"
             ) from None

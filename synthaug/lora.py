@@ -139,19 +139,6 @@ def _save_lora(family: GeneratorFamily, transformer, folder: Path) -> Path:
     return folder / LORA_WEIGHTS
 
 
-def _checkpoint(path: Path, transformer, optimizer, scheduler, step: int, losses: list) -> None:
-    from peft.utils import get_peft_model_state_dict
-
-    state = {
-        "lora": get_peft_model_state_dict(transformer),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "losses": losses,
-    }
-    save_checkpoint(path, state)
-
-
 def _read_checkpoint(out: Path) -> dict | None:
     """The run's checkpoint (an older pickled `checkpoint.pt` converted first), or None."""
     path = out / CHECKPOINT
@@ -457,10 +444,18 @@ def _step(run: _Run, rows: torch.Tensor, epoch: int) -> float:
 
 
 def _save_checkpoint(run: _Run) -> None:
+    """The LoRA, optimizer, schedule, step and losses (the first process writes them)."""
+    from peft.utils import get_peft_model_state_dict
+
     if run.main:
-        lora = run.accelerator.unwrap_model(run.transformer)
-        state = (run.optimizer, run.scheduler, run.step, run.losses)
-        _checkpoint(run.cfg.paths.lora / CHECKPOINT, lora, *state)
+        state = {
+            "lora": get_peft_model_state_dict(run.accelerator.unwrap_model(run.transformer)),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "step": run.step,
+            "losses": run.losses,
+        }
+        save_checkpoint(run.cfg.paths.lora / CHECKPOINT, state)
     run.accelerator.wait_for_everyone()
 
 

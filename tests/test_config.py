@@ -221,3 +221,24 @@ def test_relative_paths_resolve_from_project_root(monkeypatch: pytest.MonkeyPatc
     cfg = load_config("params/smoke.yaml")
     assert cfg.run_dir == ROOT / "runs" / "smoke"
     assert Path(locate(cfg.dataset).where).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"generation.arms": ["lora", "img2img"]},
+            "generation.arms: flux2-klein has no img2img pipeline (Flux2KleinPipeline's `image` "
+            "conditions on a reference, it does not start from it); use [lora, base]",
+        ),
+        (
+            {"generation.true_cfg_scale": 2.0},
+            "generation.true_cfg_scale: flux2-klein guides with generation.guidance_scale",
+        ),
+    ],
+)
+def test_what_a_family_lacks_is_refused_with_the_reason(overrides, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "params" / "smoke-flux2-klein.yaml", overrides)
+    assert message in str(caught.value)
+    load_config(ROOT / "params" / "smoke.yaml", overrides)  # FLUX.1 has both

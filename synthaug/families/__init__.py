@@ -36,7 +36,8 @@ class GeneratorFamily(ABC):
     text_keys: ClassVar[tuple[str, ...]]  # the tensors `encode_prompts` returns
     default_targets: ClassVar[tuple[str, ...]]  # LoRA targets: attention + MLP, both streams
     lora_blocks: ClassVar[tuple[str, ...]] = ("transformer_blocks.", "single_transformer_blocks.")
-    has_img2img: ClassVar[bool]
+    no_img2img: ClassVar[str | None] = None  # why it has no img2img arm, where it has none
+    no_true_cfg: ClassVar[str | None] = None  # why true_cfg_scale must stay 1, where it must
     scheduler: ClassVar[dict[str, Any]]  # the tiny stand-in's flow-matching scheduler
 
     # loading ------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class GeneratorFamily(ABC):
 
     def img2img(self, pipe):
         """The img2img pipeline on the same components."""
-        raise NotImplementedError(f"{self.title} has no img2img pipeline")
+        raise NotImplementedError(f"{self.title} has no img2img pipeline: {self.no_img2img}")
 
     def is_img2img(self, pipe) -> bool:
         """Whether `pipe` is this family's img2img pipeline (it takes a starting image)."""

@@ -42,6 +42,17 @@ TARGETS = (
 )
 
 
+def tiny_blocks(cfg) -> dict:
+    """The transformer arguments the tiny config sets alike for every FLUX family."""
+    return {
+        "patch_size": 1,
+        "num_layers": cfg.num_layers,
+        "num_single_layers": cfg.num_single_layers,
+        "attention_head_dim": cfg.attention_head_dim,
+        "num_attention_heads": cfg.num_attention_heads,
+    }
+
+
 def _rope_axes(head_dim: int) -> tuple[int, int, int]:
     return head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8
 
@@ -107,7 +118,6 @@ class Flux1(GeneratorFamily):
     text_components = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
     text_keys = ("prompt_embeds", "pooled_prompt_embeds")
     default_targets = TARGETS
-    has_img2img = True
     scheduler = FLUX_SCHEDULER
 
     def tiny_pipeline(self, cfg) -> Any:
@@ -121,12 +131,8 @@ class Flux1(GeneratorFamily):
         clip, t5 = _tiny_text_encoders(cfg, clip_tokenizer, t5_tokenizer)
         vae = _tiny_vae(cfg, 16, scaling_factor=1.0, shift_factor=0.0)
         transformer = FluxTransformer2DModel(
-            patch_size=1,
+            **tiny_blocks(cfg),
             in_channels=64,
-            num_layers=cfg.num_layers,
-            num_single_layers=cfg.num_single_layers,
-            attention_head_dim=cfg.attention_head_dim,
-            num_attention_heads=cfg.num_attention_heads,
             joint_attention_dim=cfg.text_dim,
             pooled_projection_dim=cfg.text_dim,
             guidance_embeds=True,

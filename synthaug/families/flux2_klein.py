@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from synthaug.families import GeneratorFamily, text_layers
-from synthaug.families.flux1 import ATTENTION_TARGETS, FLUX_SCHEDULER, _tiny_vae
+from synthaug.families.flux1 import ATTENTION_TARGETS, FLUX_SCHEDULER, _tiny_vae, tiny_blocks
 
 TARGETS = (
     *ATTENTION_TARGETS,
@@ -55,7 +55,10 @@ class Flux2Klein(GeneratorFamily):
     text_components = ("text_encoder", "tokenizer")
     text_keys = ("prompt_embeds",)
     default_targets = TARGETS
-    has_img2img = False
+    no_img2img = "Flux2KleinPipeline's `image` conditions on a reference, it does not start from it"
+    no_true_cfg = (
+        "guides with generation.guidance_scale (classifier-free, against the empty prompt)"
+    )
     scheduler = FLUX_SCHEDULER
 
     def tiny_pipeline(self, cfg) -> Any:
@@ -72,12 +75,8 @@ class Flux2Klein(GeneratorFamily):
         text_encoder = _tiny_qwen3(cfg, tokenizer)
         vae = _tiny_vae(cfg, 32, "AutoencoderKLFlux2")
         transformer = Flux2Transformer2DModel(
-            patch_size=1,
+            **tiny_blocks(cfg),
             in_channels=128,
-            num_layers=cfg.num_layers,
-            num_single_layers=cfg.num_single_layers,
-            attention_head_dim=cfg.attention_head_dim,
-            num_attention_heads=cfg.num_attention_heads,
             joint_attention_dim=3 * cfg.text_dim,  # three hidden states stacked
             axes_dims_rope=(cfg.attention_head_dim // 4,) * 4,
             guidance_embeds=False,
