@@ -8,7 +8,7 @@ base (cached by its own settings), train the LoRA, generate the synthetic set an
 generated-only classifier (CAS) for the profile's seeds, in its own run folder under
 `--out`. Prints and writes `bench/results/cas_levers.json`, with the per-class CAS, the
 classifier's accuracy on its own generated training images (can it tell the generated
-classes apart at all?), the ceilings CAS is measured against (`analysis.ceilings`: the
+classes apart at all?), the ceilings CAS is measured against (`analysis.quality.ceilings`: the
 LoRA images at the generator's resolution, and through the base's VAE) and the minutes
 each part took. A lever that changes only `generation.*` settings reuses the LoRA the
 `profile` lever trained (its folder under `--out`), so it costs a generation and CAS.
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from synthaug.analysis import ceilings  # noqa: E402
+from synthaug.analysis.quality import ceilings  # noqa: E402
 from synthaug.classify import CellRunner, run_cell  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
 from synthaug.families.flux1 import TARGETS  # noqa: E402  the paper's LoRA targets

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug.compiling import compile_blocks, repeated_blocks
+from synthaug.machinery.compiling import compile_blocks, repeated_blocks
 
 
 def sync(device: torch.device) -> None:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from synthaug.config import load_config  # noqa: E402
+from synthaug.machinery.study import run_study  # noqa: E402
 from synthaug.pretrain import base_model_source  # noqa: E402
-from synthaug.study import run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {

@@ -33,8 +33,6 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from synthaug import provenance, quiet
-from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig, config_hash
 from synthaug.data import (
     DataError,
@@ -46,9 +44,11 @@ from synthaug.data import (
 )
 from synthaug.design import Cell, default_real_count
 from synthaug.io import atomic_write_bytes, read_json, same_settings, sha256_file, write_json
+from synthaug.machinery import provenance, quiet
+from synthaug.machinery.compiling import compile_blocks
+from synthaug.machinery.progress import Progress
 from synthaug.metrics import METRICS, classification_report
 from synthaug.models import backbone_kind, classifier_source, default_device, make_accelerator
-from synthaug.progress import Progress
 from synthaug.timm_backbone import load_timm
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ class Backbone:
     `model(pixel_values=...).logits` and has its head as `model.classifier`, whose input is
     the feature space of the linear probe and the quality metrics."""
 
-    def __init__(self, cfg: StudyConfig, classes: list[str]) -> None:
-        source = classifier_source(cfg.classifier)
+    def __init__(self, cfg: StudyConfig, classes: list[str], head_seed: int | None = None) -> None:
+        source = classifier_source(cfg.classifier)  # building a tiny stand-in draws numbers
+        if head_seed is not None:  # so the new head's weights are the seed's own, not what
+            torch.manual_seed(head_seed)  # the process (a warm kernel's cells) drew before
         quiet.no_loading_bars()
         self.size = cfg.classifier.image_size
         self.source = source
@@ -560,10 +562,8 @@ class CellRunner:
             timings["train_s"] = time.perf_counter() - fit_start
         else:  # every cell fine-tunes a fresh copy of the pretrained weights
             fit_start = time.perf_counter()
-            torch.manual_seed(cell.seed)  # the new head's initial weights: the cell's own,
-            # not whatever the process (a warm kernel's earlier cells) drew before
             probs, history = fine_tune(
-                Backbone(self.cfg, self.classes),
+                Backbone(self.cfg, self.classes, head_seed=cell.seed),
                 (train, train_y),
                 (test, test_y),
                 self.load,

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from synthaug.compiling import CompileMode
+from synthaug.machinery.compiling import CompileMode
 from synthaug.paths import RunPaths
 
 CLASS_KEYWORD = "{class_name}"
@@ -221,7 +221,7 @@ class GeneratorConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
     )
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
     report_to: Literal["none", "tensorboard", "wandb"] = Field(
@@ -267,7 +267,7 @@ class GenerationConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
     )
     arms: list[Literal["lora", "base", "img2img"]] = Field(
         ["lora"],
@@ -338,7 +338,7 @@ class ClassifierConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (synthaug.compiling)",
+        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
     )
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import torch
 
-from synthaug import provenance
-from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig
 from synthaug.data import DataError, ImageLoader, ImageRecord, prepare_data, spread
 from synthaug.families import family_named
@@ -39,9 +37,11 @@ from synthaug.io import (
     sha256_file,
     write_csv,
 )
+from synthaug.machinery import provenance
+from synthaug.machinery.compiling import compile_blocks
+from synthaug.machinery.progress import Progress
 from synthaug.models import base_name, default_device, weight_dtype
 from synthaug.pretrain import base_model_source
-from synthaug.progress import Progress
 
 log = logging.getLogger(__name__)
 FIELDS = (

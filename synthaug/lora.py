@@ -33,18 +33,18 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save
 
-from synthaug import provenance, tracking
 from synthaug.checkpoint import convert_legacy, load_checkpoint, save_checkpoint
-from synthaug.compiling import compile_blocks
 from synthaug.config import StudyConfig, config_hash, identity
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.families import GeneratorFamily, family_named
 from synthaug.flow import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
+from synthaug.machinery import provenance, tracking
+from synthaug.machinery.compiling import compile_blocks
+from synthaug.machinery.progress import Progress
 from synthaug.models import compute_devices, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
-from synthaug.progress import Progress
 from synthaug.vocab import PROMPT_WORDS
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from synthaug.data import decode_image, open_source
 from synthaug.families import family_named
 from synthaug.flow import flow_matching_loss, step_seed
 from synthaug.io import build_once, write_json
+from synthaug.machinery.progress import Progress
 from synthaug.models import TOKENIZERS_VERSION, cache_root
-from synthaug.progress import Progress
 from synthaug.sources import locate
 from synthaug.vocab import caption_words
 

@@ -101,7 +101,7 @@ SMALL_SMOKE = {
 @pytest.fixture(scope="session")
 def small_local_study(tmp_path_factory: pytest.TempPathFactory, ucmerced: Path) -> StudyConfig:
     """The small smoke study run here by `synthaug run` up to its cells: the reference."""
-    from synthaug.study import run_study
+    from synthaug.machinery.study import run_study
 
     out = tmp_path_factory.mktemp("small-local")
     overrides = {"output_dir": str(out), **SMALL_SMOKE}

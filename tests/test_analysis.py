@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from synthaug.analysis import baselines, table2, table2_report
+from synthaug.analysis.tables import baselines, table2, table2_report
 from synthaug.config import load_config
 from synthaug.design import Cell
 
@@ -88,7 +88,8 @@ def test_table2_report_reads_as_the_paper_compares(tmp_path) -> None:
 
 
 def test_arms_side_by_side_and_real_only_cells_shared() -> None:
-    from synthaug.analysis import arms, arms_answer, arms_report
+    from synthaug.analysis.answer import arms_answer
+    from synthaug.analysis.tables import arms, arms_report
     from synthaug.design import by_pair
 
     cfg = load_config(ROOT / "params/smoke.yaml", {"generation.arms": "[lora, base]"})

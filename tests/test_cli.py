@@ -1,6 +1,6 @@
 import json
 
-from synthaug.cli import main
+from synthaug.machinery.cli import main
 
 
 def test_validate_prints_resolved_config_with_overrides(capsys) -> None:

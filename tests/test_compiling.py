@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from synthaug.classify import Backbone
-from synthaug.compiling import compile_blocks, repeated_blocks
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flow import flow_matching_loss
 from synthaug.lora import encode_training_set, lora_targets
+from synthaug.machinery.compiling import compile_blocks, repeated_blocks
 from synthaug.pretrain import base_model_source
 
 from .conftest import load_pipeline, smoke_config

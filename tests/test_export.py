@@ -3,10 +3,10 @@
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
-from synthaug.cli import main
 from synthaug.data import DataError
-from synthaug.export import export_study
-from synthaug.hub import ShareError, push
+from synthaug.machinery.cli import main
+from synthaug.machinery.export import export_study
+from synthaug.machinery.hub import ShareError, push
 
 from .conftest import SMALL_SMOKE, beach_image, smoke_config
 
@@ -76,7 +76,7 @@ def test_exporting_again_replaces_only_the_same_studys_export(exported, tmp_path
     assert (again.dataset / "train" / "metadata.csv").is_file()
     import json
 
-    from synthaug.export import MARKER
+    from synthaug.machinery.export import MARKER
 
     marker = json.loads((to / MARKER).read_text())
     (to / MARKER).write_text(json.dumps({**marker, "study": "another"}))
@@ -116,7 +116,7 @@ def test_a_refused_upload_names_the_repo_and_the_fix(exported, monkeypatch) -> N
 
     _, folders, _ = exported
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("synthaug.hub.get_token", lambda: "hf_a_token")
+    monkeypatch.setattr("synthaug.machinery.hub.get_token", lambda: "hf_a_token")
 
     def refuse(self, *args, **kwargs):
         import httpx

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthaug.analysis import collect, headline, table2
+from synthaug.analysis.answer import headline
+from synthaug.analysis.tables import collect, table2
 from synthaug.classify import CellRunner
 from synthaug.config import ConfigError, from_notebook, load_config
 from synthaug.design import study_cells
 from synthaug.io import read_csv, read_json, safetensors_digest
+from synthaug.machinery.study import list_tasks, run_study
 from synthaug.metrics import mean_ci
-from synthaug.study import list_tasks, run_study
 
 from .conftest import ROOT, smoke_config
 

@@ -6,8 +6,8 @@ import nbformat
 import papermill
 import pytest
 
-from synthaug.kernels import WarmKernel
-from synthaug.study import Task, _run_batch
+from synthaug.machinery.kernels import WarmKernel
+from synthaug.machinery.study import Task, _run_batch
 
 
 def _notebook(path) -> None:
@@ -84,7 +84,7 @@ def test_first_failure_stops_the_batch(tmp_path) -> None:
 
 
 def test_the_papermill_internals_the_warm_engine_relies_on_are_there() -> None:
-    """`synthaug.kernels` overrides `PapermillNotebookClient.papermill_execute_cells` and
+    """`synthaug.machinery.kernels` overrides `PapermillNotebookClient.papermill_execute_cells` and
     replaces `NBClientEngine.execute_managed_notebook`: if a papermill release renames or
     reshapes either, this fails before any study runs with a kernel that is never cleared."""
     import inspect
@@ -92,7 +92,7 @@ def test_the_papermill_internals_the_warm_engine_relies_on_are_there() -> None:
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine
 
-    from synthaug.kernels import WarmKernelEngine
+    from synthaug.machinery.kernels import WarmKernelEngine
 
     assert "self.papermill_execute_cells()" in inspect.getsource(PapermillNotebookClient.execute)
     assert "km" in inspect.signature(PapermillNotebookClient.__init__).parameters

@@ -97,7 +97,7 @@ def test_every_mse_reading_lies_within_its_bounds_at_that_accuracy() -> None:
 
 
 def test_paper_mse_cannot_be_a_probability_error() -> None:
-    from synthaug.analysis import paper_mse_fit
+    from synthaug.analysis.paper_mse import paper_mse_fit
 
     table, text = paper_mse_fit()
     reach = table["paper rows it can reach"].to_dict()

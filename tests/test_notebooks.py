@@ -1,6 +1,8 @@
 """The notebooks run under papermill with a profile, exactly as the README says."""
 
+import inspect
 import json
+import re
 
 import nbformat
 import papermill
@@ -18,6 +20,27 @@ def test_committed_clean_with_a_parameters_cell(path) -> None:
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert any("parameters" in c.metadata.get("tags", []) for c in code)
     assert all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_each_table_and_figure_of_the_analysis_page_is_one_call_in_its_own_cell() -> None:
+    """Adding a table or figure to the report is one function (in `analysis.page` or
+    `analysis.figures`) and one cell of 04: every cell after the set-up calls exactly one
+    of them on the study, and every one of them has its cell."""
+    from synthaug.analysis import figures, page
+
+    notebook = nbformat.read(ROOT / "notebooks/04_analysis.ipynb", as_version=4)
+    sources = [c.source for c in notebook.cells if c.cell_type == "code"]
+    shown = r"(?:fig = )?(page|figures)\.(\w+)\(study\)(?:  #.*)?"
+    calls = [re.fullmatch(shown, source) for source in sources[2:]]  # after parameters, set-up
+    assert all(calls), [s for s, m in zip(sources[2:], calls, strict=True) if not m]
+    public = {
+        (module.__name__.rsplit(".", 1)[1], name)
+        for module in (page, figures)
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__ and name[0] != "_"
+    }
+    assert public - {(m[1], m[2]) for m in calls} == {("page", "open_study"), ("page", "answer")}
+    assert "page.answer(study)" in sources[1]
 
 
 def run_notebook(name: str, tmp_path, **parameters) -> list[dict]:

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from synthaug import slurm
-from synthaug.cli import main
 from synthaug.config import ConfigError, load_config
-from synthaug.study import StudyError, prepare_tasks
+from synthaug.machinery import slurm
+from synthaug.machinery.cli import main
+from synthaug.machinery.study import StudyError, prepare_tasks
 
 from .conftest import ROOT, SMALL_SMOKE, cell_results, smoke_config
 

@@ -14,8 +14,8 @@ from synthaug.config import DatasetConfig, DataSource, load_config
 from synthaug.data import open_source, read_manifest, scan_records
 from synthaug.flow import prompt_for
 from synthaug.io import read_json
+from synthaug.machinery.study import run_study
 from synthaug.sources import SourceError, check_model, locate, materialize
-from synthaug.study import run_study
 
 from .conftest import ROOT, UCMERCED, smoke_config
 
@@ -58,7 +58,7 @@ def cli(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     `project` with no local data root."""
     clean = {k: v for k, v in os.environ.items() if k not in ("SYNTHAUG_DATA", "SYNTHAUG_ROOT")}
     return subprocess.run(
-        [sys.executable, "-m", "synthaug.cli", *args],
+        [sys.executable, "-m", "synthaug.machinery.cli", *args],
         cwd=project,
         env={**clean, **env},
         capture_output=True,

@@ -9,12 +9,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synthaug.analysis import conclusion
-from synthaug.book import table_of_contents
+from synthaug.analysis.answer import conclusion
 from synthaug.config import load_config, read_yaml
 from synthaug.data import DataError
 from synthaug.io import read_csv
-from synthaug.study import StudyError, Task, _threads_per_kernel, execute, list_tasks, run_study
+from synthaug.machinery.book import table_of_contents
+from synthaug.machinery.study import (
+    StudyError,
+    Task,
+    _threads_per_kernel,
+    execute,
+    list_tasks,
+    run_study,
+)
 
 from .conftest import ROOT, SMALL_SMOKE, cell_results, smoke_config
 
@@ -132,7 +139,7 @@ def test_report_in_a_browser_shows_table2_and_every_figure(smoke_study, tmp_path
     """The built book opened in headless Chromium, as its reader opens it."""
     import shutil
 
-    from synthaug.browser import check_page, find_chromium
+    from synthaug.machinery.browser import check_page, find_chromium
 
     if find_chromium() is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium): browser check skipped")
@@ -234,7 +241,7 @@ def test_book_toc_puts_the_analysis_first() -> None:
 
 
 def test_other_arms_pages_follow_the_loras_under_their_own_titles() -> None:
-    from synthaug.book import _order, page_title
+    from synthaug.machinery.book import _order, page_title
 
     stems = ["02_generate-base", "03_train_ratio-base-gen5-real0-seed0", "02_generate"]
     stems += ["03_train_ratio-gen5-real0-seed0", "01_lora"]
@@ -448,7 +455,7 @@ def test_printed_tasks_run_from_a_shell_loop_give_the_study(tmp_path, small_loca
     import os
     import subprocess
 
-    from synthaug.study import task_commands
+    from synthaug.machinery.study import task_commands
 
     small = SMALL_SMOKE
     lines = task_commands(ROOT / "params/smoke.yaml", {"output_dir": str(tmp_path / "a"), **small})

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from synthaug import quiet
 from synthaug.attention import avoid_cudnn_attention
+from synthaug.machinery import quiet
 
 
 class FamilyMismatchError(ValueError):

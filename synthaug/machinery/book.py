@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from synthaug import provenance
 from synthaug.config import StudyConfig, project_root, shown_path
-from synthaug.progress import MARK
+from synthaug.machinery import provenance
+from synthaug.machinery.progress import MARK
 
 
 def _executed(cfg: StudyConfig) -> list[Path]:

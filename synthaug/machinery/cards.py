@@ -34,7 +34,9 @@ def base_licence(base_model: str) -> dict:
 def study_facts(cfg: StudyConfig, arm: str, lora_sha256: str) -> dict:
     """What both cards say, read from the finished study: its headline, the arm's quality
     in the classifier's features, the LoRA's settings and digest, the prompts."""
-    from synthaug.analysis import collect, headline, quality, table1
+    from synthaug.analysis.answer import headline
+    from synthaug.analysis.quality import quality
+    from synthaug.analysis.tables import collect, table1
     from synthaug.classify import CellRunner
     from synthaug.families import family_named
     from synthaug.flow import prompt_for

@@ -25,7 +25,7 @@ from typing import Any
 
 from synthaug.config import StudyConfig, project_root
 from synthaug.io import atomic_write_text, read_json, write_json
-from synthaug.study import STAGES, StudyError, Task, list_tasks
+from synthaug.machinery.study import STAGES, StudyError, Task, list_tasks
 
 ACTIVE = {
     "PENDING",
@@ -165,7 +165,8 @@ def job_script(
         f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in overrides.items()
     )
     task = (
-        f"{shlex.quote(sys.executable)} -m synthaug.cli task -f {shlex.quote(str(profile))}"
+        f"{shlex.quote(sys.executable)} -m synthaug.machinery.cli task"
+        f" -f {shlex.quote(str(profile))}"
         f"{flags}{' --rebuild' if rebuild else ''}"
     )
     listed = "\n".join(f"    {shlex.quote(name)}" for name in names)
@@ -376,7 +377,7 @@ def run_on_cluster(
     an earlier submission of the study still runs: that one is followed instead), then
     follow it to the end; Ctrl-C stops only the following."""
     from synthaug.config import apply_overrides, build_config, read_yaml, resolve_path
-    from synthaug.study import prepare_tasks, summarize
+    from synthaug.machinery.study import prepare_tasks, summarize
 
     start = time.perf_counter()
     cfg = build_config(apply_overrides(read_yaml(profile), overrides or {}))

@@ -28,9 +28,9 @@ from synthaug.config import (
     project_root,
     read_yaml,
 )
-from synthaug.kernels import WarmKernel
+from synthaug.machinery.kernels import WarmKernel
+from synthaug.machinery.progress import STATUS_ENV, LiveStatus, clock
 from synthaug.paths import seeded
-from synthaug.progress import STATUS_ENV, LiveStatus, clock
 
 if TYPE_CHECKING:
     from synthaug.data import Manifest
@@ -54,12 +54,12 @@ class Task:
 def list_tasks(cfg: StudyConfig, until: str | None = None, shards: int | None = None) -> list[Task]:
     """Every task of the study, up to and including stage `until`; each arm's images in
     `shards` generation tasks (default: one per worker of this machine)."""
-    from synthaug.book import book_is_current
     from synthaug.classify import CellRunner
     from synthaug.data import prepare_data
     from synthaug.design import study_cells
     from synthaug.generate import is_complete, task_name
     from synthaug.lora import is_trained
+    from synthaug.machinery.book import book_is_current
 
     stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
     tasks: list[Task] = []
@@ -266,7 +266,7 @@ def prepare_tasks(
     the tasks still to do, after the design check, with the manifest and the resolved
     config written once, before tasks run side by side."""
     from synthaug.config import parse_value
-    from synthaug.provenance import write_config
+    from synthaug.machinery.provenance import write_config
 
     _check_rebuild(stage, rebuild)
     given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
@@ -351,7 +351,7 @@ def run_task(
         echo(f"{name}: done already")
         return False
     if task.notebook is None:
-        from synthaug.book import build_book
+        from synthaug.machinery.book import build_book
 
         build_book(cfg)
     else:
@@ -374,7 +374,7 @@ def run_study(
     `rebuild` runs the notebooks of `stage` again even when done: each stage skips the
     work it finds done, so this redraws that stage's figures and tables from the run.
     The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
-    from synthaug.provenance import write_config
+    from synthaug.machinery.provenance import write_config
 
     _check_rebuild(stage, rebuild)
     sections = apply_overrides(read_yaml(profile), overrides or {})
@@ -404,7 +404,7 @@ def run_study(
         def run_one(task: Task, kernel: WarmKernel) -> None:
             task_start = time.perf_counter()
             if task.notebook is None:
-                from synthaug.book import build_book
+                from synthaug.machinery.book import build_book
 
                 build_book(cfg)
             else:
@@ -428,7 +428,7 @@ def summarize(
     cfg: StudyConfig, stage: str | None, seconds: float, echo: Callable[[str], None]
 ) -> None:
     """The end of a run: the time it took, the report's path and the study's answer."""
-    from synthaug.analysis import headline
+    from synthaug.analysis.answer import headline
 
     echo(f"done in {clock(seconds)}")
     if cfg.paths.book_index.exists() and stage in (None, "book"):

@@ -9,16 +9,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from synthaug.browser import BrowserError
 from synthaug.checkpoint import CheckpointError
 from synthaug.config import ConfigError, StudyConfig, load_config
 from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
 from synthaug.families import FamilyMismatchError
-from synthaug.hub import ShareError
 from synthaug.io import SettingsMismatch
+from synthaug.machinery.browser import BrowserError
+from synthaug.machinery.hub import ShareError
+from synthaug.machinery.study import STAGES, StudyError, run_study, run_task, task_commands
 from synthaug.sources import SourceError
-from synthaug.study import STAGES, StudyError, run_study, run_task, task_commands
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         for line in lines:
             print(line)
         return
-    from synthaug.slurm import refuse_if_running, run_on_cluster
+    from synthaug.machinery.slurm import refuse_if_running, run_on_cluster
 
     if args.executor == "slurm":
         if args.dry_run:
@@ -65,7 +65,7 @@ def cmd_task(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from synthaug.slurm import status_lines
+    from synthaug.machinery.slurm import status_lines
 
     for line in status_lines(_load(args)):
         print(line)
@@ -74,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_check_report(args: argparse.Namespace) -> None:
     """Open the built report in headless Chromium; fail on a missing Table 2 or a broken
     figure; with `--screenshots DIR`, save the landing page and Figure 1 as PNGs."""
-    from synthaug.browser import check_page, screenshot
+    from synthaug.machinery.browser import check_page, screenshot
 
     cfg = _load(args)
     html = cfg.paths.book_index.parent
@@ -96,8 +96,8 @@ def cmd_check_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """The LoRA and one arm's synthetic set as loadable folders; optionally on the hub."""
-    from synthaug.export import export_study
-    from synthaug.hub import plan_lines, push
+    from synthaug.machinery.export import export_study
+    from synthaug.machinery.hub import plan_lines, push
 
     exported = export_study(_load(args), Path(args.to), args.arm)
     print(f"LoRA: {exported.lora}\nsynthetic set: {exported.dataset}")

@@ -2,7 +2,7 @@
 anyone loads without synthaug.
 
 - `<to>/lora/`: the LoRA as the family pipeline's `load_lora_weights` reads it, its
-  per-epoch sample grids, and a model card (`synthaug.cards`);
+  per-epoch sample grids, and a model card (`synthaug.machinery.cards`);
 - `<to>/dataset/`: the synthetic set in the hub's ImageFolder layout, `train/<class>/*.png`
   with `train/metadata.csv` (`file_name` and the generation manifest's columns), and a
   dataset card declaring the class names.
@@ -35,7 +35,7 @@ class Exported:
 
 def missing_stage(cfg: StudyConfig, arm: str) -> str | None:
     """The first stage the export needs that has not finished (lora, generate, classify)."""
-    from synthaug.study import list_tasks
+    from synthaug.machinery.study import list_tasks
 
     for task in list_tasks(cfg, until="classify"):
         wanted = task.stage != "generate" or task.name.startswith(_generate_task(arm))
@@ -50,7 +50,7 @@ def _generate_task(arm: str) -> str:
 
 def export_study(cfg: StudyConfig, to: Path, arm: str = "lora") -> Exported:
     """Write `<to>/lora` and `<to>/dataset`; a `DataError` names an unfinished stage."""
-    from synthaug import cards
+    from synthaug.machinery import cards
 
     cfg.generation.check_arm(arm)
     if stage := missing_stage(cfg, arm):
@@ -104,7 +104,7 @@ def _replace_folder(target: Path, write) -> Path:
 
 
 def _write_lora(cfg: StudyConfig, folder: Path, facts: dict) -> None:
-    from synthaug import cards
+    from synthaug.machinery import cards
 
     shutil.copy2(cfg.paths.lora_weights, folder / cfg.paths.lora_weights.name)
     samples = sorted((cfg.paths.lora / "samples").glob("epoch_*.png"))
@@ -115,7 +115,7 @@ def _write_lora(cfg: StudyConfig, folder: Path, facts: dict) -> None:
 
 
 def _write_dataset(cfg: StudyConfig, arm: str, folder: Path, facts: dict) -> None:
-    from synthaug import cards
+    from synthaug.machinery import cards
 
     source = cfg.paths.arm(arm)
     rows = read_csv(cfg.paths.arm_manifest(arm))

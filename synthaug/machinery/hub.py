@@ -9,7 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
-from synthaug.export import Exported
+from synthaug.machinery.export import Exported
 from synthaug.sources import hub_offline
 
 
