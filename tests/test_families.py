@@ -126,7 +126,10 @@ def test_klein_generation_is_seeded_sharded_and_resumable(klein, tmp_path) -> No
     )
     base = generate_images(klein, arm="base")
     assert base["complete"]
-    differs = (klein.paths.arm("base") / job.file).read_bytes() != (
-        klein.paths.arm("lora") / job.file
-    ).read_bytes()
-    assert differs  # the LoRA changes what the same prompt and seed make
+    # the LoRA changes what the same prompts and seeds make: somewhere in the set, since
+    # the smoke LoRA moves the tiny images little, most of them rounding to the same PNG
+    # either way (on an AMD EPYC 1 of 20 changed, not the one an Intel Xeon changed)
+    lora_set, base_set = klein.paths.arm("lora"), klein.paths.arm("base")
+    images = sorted(p.relative_to(lora_set) for p in lora_set.rglob("*.png"))
+    changed = [f for f in images if (lora_set / f).read_bytes() != (base_set / f).read_bytes()]
+    assert len(images) == klein.generation.count and changed
