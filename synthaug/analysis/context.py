@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from synthaug.analysis import quality, tables
+from synthaug.analysis import paper_mse, quality, tables
 from synthaug.classify import CellRunner
 from synthaug.config import StudyConfig
 from synthaug.efficiency import sample_efficiency
@@ -73,6 +73,11 @@ class Study:
     def quality(self) -> pd.DataFrame:
         """The LoRA arm's quality table."""
         return self.distribution.loc["lora"]
+
+    @cached_property
+    def paper_mse_fit(self) -> tuple[pd.DataFrame, str]:
+        """Which readings of the paper's "mse" reach its Table 2, and the verdict in words."""
+        return paper_mse.paper_mse_fit()
 
     @cached_property
     def ceilings(self) -> pd.DataFrame:

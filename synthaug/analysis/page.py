@@ -68,11 +68,11 @@ def mse_readings(study: Study) -> pd.DataFrame:
 
 
 def paper_mse_fit(study: Study) -> pd.DataFrame:
-    return paper_mse.paper_mse_fit()[0].round(4)
+    return study.paper_mse_fit[0].round(4)
 
 
 def paper_mse_text(study: Study) -> Markdown:
-    return Markdown(paper_mse.paper_mse_fit()[1])
+    return Markdown(study.paper_mse_fit[1])
 
 
 def ceilings(study: Study) -> pd.DataFrame:
