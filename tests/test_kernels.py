@@ -122,3 +122,66 @@ def test_a_kernel_pinned_to_a_device_sees_that_gpu_alone(tmp_path) -> None:
     printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"]
     assert printed.strip() == "3"
     assert "Kernel" in (tmp_path / "kernel.log").read_text()  # its own notices went to the log
+
+
+def _kernelspec(share, name: str, dies: int) -> None:
+    """A kernel `name` under the Jupyter data folder `share` that dies at start-up its first
+    `dies` times (as one does when another process takes its port) and then starts."""
+    import json
+    import sys
+
+    folder = share / "kernels" / name
+    folder.mkdir(parents=True)
+    launcher = folder / "launch.py"
+    launcher.write_text(
+        "import pathlib, sys\n"
+        f"starts = pathlib.Path({str(folder / 'starts')!r})\n"
+        "count = int(starts.read_text()) if starts.exists() else 0\n"
+        "starts.write_text(str(count + 1))\n"
+        f"if count < {dies}:\n"
+        "    sys.exit(f'start {count + 1}: zmq.error.ZMQError: Address already in use')\n"
+        "from ipykernel import kernelapp\n"
+        "kernelapp.launch_new_instance()\n"
+    )
+    argv = [sys.executable, str(launcher), "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": name, "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec))
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch) -> None:
+    """A kernel that dies before its first reply ran nothing: it is started again on new
+    ports, and the notebook runs in the kernel that started."""
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share"))
+    _kernelspec(tmp_path / "share", "flaky", dies=2)
+    _notebook(tmp_path / "in.ipynb")
+    kernel = WarmKernel(kernel_name="flaky", log=tmp_path / "kernel.log")
+    try:
+        papermill.execute_notebook(
+            tmp_path / "in.ipynb",
+            tmp_path / "out.ipynb",
+            parameters={"value": 7},
+            progress_bar=False,
+            **kernel.papermill_kwargs(),
+        )
+    finally:
+        kernel.shutdown()
+    assert _printed(tmp_path / "out.ipynb")[0][1] == 7
+    assert (tmp_path / "share/kernels/flaky/starts").read_text() == "3"
+    died = (tmp_path / "kernel.log").read_text()
+    assert "start 1: zmq.error" in died and "start 2: zmq.error" in died
+
+
+def test_a_kernel_that_never_starts_stops_with_its_last_words(tmp_path, monkeypatch) -> None:
+    from synthaug.machinery.kernels import START_ATTEMPTS, KernelStartError
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share"))
+    _kernelspec(tmp_path / "share", "broken", dies=99)
+    kernel = WarmKernel(kernel_name="broken", log=tmp_path / "kernel.log")
+    with pytest.raises(KernelStartError) as error:
+        kernel.papermill_kwargs()
+    message = str(error.value)
+    assert f"'broken' died while starting, {START_ATTEMPTS} times" in message
+    assert str(tmp_path / "kernel.log") in message
+    assert f"start {START_ATTEMPTS}: zmq.error.ZMQError: Address already in use" in message
+    assert "jupyter kernelspec list" in message
+    assert not kernel.manager.has_kernel

@@ -10,6 +10,7 @@ gives every notebook a fresh kernel instead.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
 
 ENGINE = "synthaug-warm-kernel"
+START_ATTEMPTS = 3  # a kernel that dies at start-up is started again, this many times in all
+START_TIMEOUT_S = 60  # papermill's default start-up timeout
+LOG_TAIL_LINES = 20  # of the kernel's log, in the error when it never started
+
+log = logging.getLogger(__name__)
 
 # Run silently before each notebook: what the previous notebook left behind goes, and the
 # counts restart at 1 in a new history session (IPython's history refuses a line number
@@ -31,6 +37,10 @@ if "matplotlib.pyplot" in __import__("sys").modules:
     __import__("matplotlib.pyplot").pyplot.close("all")
 __import__("gc").collect()
 """
+
+
+class KernelStartError(RuntimeError):
+    """The kernel died while starting, every time it was started."""
 
 
 class KernelResetError(RuntimeError):
@@ -105,7 +115,25 @@ class WarmKernel:
         return {"engine_name": ENGINE, "km": self.manager}
 
     def _start(self) -> None:
-        """Start the kernel; pinned to GPU `device` (it sees that GPU alone) when given."""
+        """Start the kernel and wait for its first reply. A kernel that dies while starting
+        ran nothing, so it is started again, on new ports: the ports a kernel is given are
+        free when chosen but another process can take one before the kernel binds it
+        (jupyter_client's own caveat), which kills the kernel at start-up."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._launch()
+            if self._replies():
+                return
+            run_sync(self.manager.shutdown_kernel)(now=True)
+            self.manager = AsyncKernelManager(kernel_name=self.manager.kernel_name)
+            if attempt < START_ATTEMPTS:
+                log.warning(
+                    "the kernel died while starting (attempt %d): starting it again", attempt
+                )
+        raise KernelStartError(self._start_failure())
+
+    def _launch(self) -> None:
+        """Launch the kernel process; pinned to GPU `device` (it sees that GPU alone) when
+        given."""
         options: dict[str, Any] = {}
         if self.device is not None:
             options["env"] = {**os.environ, "CUDA_VISIBLE_DEVICES": self.device}
@@ -115,6 +143,35 @@ class WarmKernel:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as handle:  # the kernel keeps its own copy of the handle
             run_sync(self.manager.start_kernel)(stdout=handle, stderr=handle, **options)
+
+    def _replies(self) -> bool:
+        """Whether the kernel answers its first request, False if it died first. A kernel
+        that is alive but silent past the timeout raises jupyter_client's error."""
+        client = self.manager.client()
+        client.start_channels()
+        try:
+            run_sync(client.wait_for_ready)(timeout=START_TIMEOUT_S)
+            return True
+        except RuntimeError:
+            if run_sync(self.manager.is_alive)():
+                raise
+            return False
+        finally:
+            client.stop_channels()
+
+    def _start_failure(self) -> str:
+        """What the error says when every start failed: the kernel's last words and the fix."""
+        name = self.manager.kernel_name
+        where = "above"
+        if self.log is not None:
+            tail = self.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            where = f"in {self.log}, which ends:\n" + "\n".join(f"    {line}" for line in tail)
+        return (
+            f"the Jupyter kernel {name!r} died while starting, {START_ATTEMPTS} times; its "
+            f"output is {where}\nCheck that this environment's kernel starts: `jupyter "
+            f"kernelspec list` names the kernel {name!r} runs, and `python -m ipykernel_launcher "
+            "--help` must run in the same environment as synthaug"
+        )
 
     def shutdown(self) -> None:
         if self.manager.has_kernel:
