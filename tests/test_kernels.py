@@ -185,3 +185,45 @@ def test_a_kernel_that_never_starts_stops_with_its_last_words(tmp_path, monkeypa
     assert f"start {START_ATTEMPTS}: zmq.error.ZMQError: Address already in use" in message
     assert "jupyter kernelspec list" in message
     assert not kernel.manager.has_kernel
+
+
+def test_workers_start_their_kernels_one_at_a_time(tmp_path, monkeypatch) -> None:
+    """Two workers' kernels start one after the other, each until it replies, so neither can
+    be handed a port the other has been given but not bound yet."""
+    import threading
+
+    launch, replies = WarmKernel._launch, WarmKernel._replies
+    starting: list[int] = []
+    overlap: list[int] = []
+
+    def counted_launch(self) -> None:
+        starting.append(1)
+        overlap.append(len(starting))
+        time.sleep(0.5)  # a window in which the other worker would launch too
+        launch(self)
+
+    def counted_replies(self) -> bool:
+        try:
+            return replies(self)
+        finally:
+            starting.pop()
+
+    monkeypatch.setattr(WarmKernel, "_launch", counted_launch)
+    monkeypatch.setattr(WarmKernel, "_replies", counted_replies)
+    started: list[bool] = []
+
+    def worker() -> None:  # as `_run_batch`'s: its kernel made, started and shut down here
+        kernel = WarmKernel(log=tmp_path / "kernel.log")
+        try:
+            kernel.papermill_kwargs()
+            started.append(kernel.manager.has_kernel)
+        finally:
+            kernel.shutdown()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert started == [True, True]
+    assert overlap == [1, 1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ START_TIMEOUT_S = 60  # papermill's default start-up timeout
 LOG_TAIL_LINES = 20  # of the kernel's log, in the error when it never started
 
 log = logging.getLogger(__name__)
+# One kernel of this process starts at a time, until it replies: jupyter_client picks a
+# kernel's ports by binding and releasing them, so two kernels started at once by two
+# workers' threads could be handed the same free port.
+_STARTING = threading.Lock()
 
 # Run silently before each notebook: what the previous notebook left behind goes, and the
 # counts restart at 1 in a new history session (IPython's history refuses a line number
@@ -119,16 +124,17 @@ class WarmKernel:
         ran nothing, so it is started again, on new ports: the ports a kernel is given are
         free when chosen but another process can take one before the kernel binds it
         (jupyter_client's own caveat), which kills the kernel at start-up."""
-        for attempt in range(1, START_ATTEMPTS + 1):
-            self._launch()
-            if self._replies():
-                return
-            run_sync(self.manager.shutdown_kernel)(now=True)
-            self.manager = AsyncKernelManager(kernel_name=self.manager.kernel_name)
-            if attempt < START_ATTEMPTS:
-                log.warning(
-                    "the kernel died while starting (attempt %d): starting it again", attempt
-                )
+        with _STARTING:
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self._launch()
+                if self._replies():
+                    return
+                run_sync(self.manager.shutdown_kernel)(now=True)
+                self.manager = AsyncKernelManager(kernel_name=self.manager.kernel_name)
+                if attempt < START_ATTEMPTS:
+                    log.warning(
+                        "the kernel died while starting (attempt %d): starting it again", attempt
+                    )
         raise KernelStartError(self._start_failure())
 
     def _launch(self) -> None:
