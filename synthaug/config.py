@@ -221,7 +221,8 @@ class GeneratorConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
+        "graphs); compiled kernels round differently, so it is one of the stage's settings "
+        "(machinery.compiling)",
     )
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
     report_to: Literal["none", "tensorboard", "wandb"] = Field(
@@ -267,7 +268,8 @@ class GenerationConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
+        "graphs); compiled kernels round differently, so it is one of the stage's settings "
+        "(machinery.compiling)",
     )
     arms: list[Literal["lora", "base", "img2img"]] = Field(
         ["lora"],
@@ -338,7 +340,8 @@ class ClassifierConfig(_Section):
     compile: CompileMode = Field(
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
-        "graphs); how fast, not what: left out of the stage's settings (machinery.compiling)",
+        "graphs); compiled kernels round differently, so it is one of the stage's settings "
+        "(machinery.compiling)",
     )
 
 
@@ -714,10 +717,11 @@ def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
     return load_config(profile, overrides).at_generator_seed(seed)
 
 
-# Settings of how fast a stage runs, not of what it makes: left out of the hashes and the
-# settings records, so that switching them keeps finished outputs. (`preload` gives the
-# DataLoader path's pixels, order and flips: tested equal.)
-RUN_ONLY = frozenset({"compile", "preload", "report_to"})
+# Settings that change nothing a stage makes, left out of the hashes and the settings
+# records, so that switching them keeps finished outputs; tests/test_config.py names the
+# test that proves each. (`compile` rounds differently and `preload` draws the flips
+# otherwise than DataLoader workers do: both are in the hashes.)
+RUN_ONLY = frozenset({"report_to"})
 
 
 def identity(section: BaseModel) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from synthaug.io import atomic_write_bytes, read_json, record_settings, write_cs
 from synthaug.machinery import provenance, tracking
 from synthaug.machinery.compiling import compile_blocks
 from synthaug.machinery.progress import Progress
-from synthaug.models import compute_devices, make_accelerator, weight_dtype
+from synthaug.models import base_name, compute_devices, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
 from synthaug.vocab import PROMPT_WORDS
@@ -495,7 +495,7 @@ def _finish(run: _Run) -> dict:
         "config_hash": lora_key(cfg),
         "weights": str(weights),
         "family": g.family,
-        "base_model": run.source,
+        "base_model": base_name(run.source),
         "device": str(accelerator.device),
         "processes": run.part[1],
         "mixed_precision": g.mixed_precision,

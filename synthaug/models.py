@@ -17,6 +17,7 @@ from synthaug import dinov2
 from synthaug.attention import avoid_cudnn_attention
 from synthaug.config import TINY, ClassifierConfig, TinyVitConfig, config_hash
 from synthaug.io import build_once
+from synthaug.sources import CHECKOUT
 
 DINOV2_OFFLINE = "dinov2-small-offline"
 # Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
@@ -73,10 +74,15 @@ def cache_root() -> Path:
 
 
 def base_name(source: str | Path) -> str:
-    """How manifests and tables name a base: its hub id or folder, or for a base this
-    package built, its cache folder's name (which carries its config hash)."""
+    """How manifests and tables name a base: its hub id or folder; for a base this
+    package built, its cache folder's name (which carries its config hash); for one it
+    ships, its path in the checkout (`models/tiny-flux1-aid`), the same on every machine."""
     path = Path(source)
-    return path.name if path.parent == cache_root() else str(source)
+    if path.parent == cache_root():
+        return path.name
+    if path.is_absolute() and path.is_relative_to(CHECKOUT / "models"):
+        return str(path.relative_to(CHECKOUT))
+    return str(source)
 
 
 def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:

@@ -13,28 +13,90 @@ the LoRA uses. The result is saved with `save_pretrained` and cached by its own 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from synthaug.checkpoint import load_checkpoint, save_checkpoint
 from synthaug.config import TINY, StudyConfig, TinyFluxConfig, config_hash
 from synthaug.data import decode_image, open_source
 from synthaug.families import family_named
 from synthaug.flow import flow_matching_loss, step_seed
 from synthaug.io import build_once, write_json
 from synthaug.machinery.progress import Progress
+from synthaug.machinery.provenance import cpu_model
 from synthaug.models import TOKENIZERS_VERSION, cache_root
-from synthaug.sources import locate
+from synthaug.sources import local_model, locate
 from synthaug.vocab import caption_words
 
 log = logging.getLogger(__name__)
 # Part of the base's cache key: bump it when the pretraining procedure itself changes.
 PRETRAINING_VERSION = "warmup-cosine-coarse-l1-v2"
+# Seconds between pretraining checkpoints: a stopped pretraining loses at most this much.
+CHECKPOINT_SECONDS = 180.0
+
+
+class Resume:
+    """A pretraining's checkpoint file: the phase, its step, the modules, optimizer,
+    schedule and random generator, and the losses so far; written atomically every
+    `every` seconds (and at the end of each phase), so a stopped pretraining resumes
+    where it was and ends with the same weights as one that never stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.every = path, CHECKPOINT_SECONDS
+        self.started = self.saved_at = time.perf_counter()
+        self.state = load_checkpoint(path) if path.exists() else {}
+        if self.state:
+            log.warning("resuming the base's pretraining from %s", path)
+
+    def seconds(self) -> float:
+        """Pretraining seconds so far, over every sitting."""
+        return self.state.get("seconds", 0.0) + time.perf_counter() - self.started
+
+    def phase(self, name: str) -> dict | None:
+        """The saved state of phase `name`, if the checkpoint holds it."""
+        return self.state.get(name)
+
+    def save_if_due(self, name: str, state: Callable[[], dict], last: bool) -> None:
+        """Save `state()` as phase `name` when `every` seconds have passed, or at its `last`
+        step."""
+        if last or time.perf_counter() - self.saved_at >= self.every:
+            self.state[name] = state()
+            save_checkpoint(self.path, self.state | {"seconds": self.seconds()})
+            self.saved_at = time.perf_counter()
+
+
+def _training_state(modules: dict, optimizer, schedule, generator, losses, step) -> dict:
+    return {
+        # copies: tied weights (T5's embeddings) share memory, which safetensors refuses
+        "modules": {
+            name: {key: value.clone() for key, value in module.state_dict().items()}
+            for name, module in modules.items()
+        },
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "global_generator": torch.get_rng_state(),  # the text encoders' dropout draws from it
+        "losses": list(losses),
+        "step": step,
+    }
+
+
+def _restore(state: dict, modules: dict, optimizer, schedule, generator) -> tuple[list, int]:
+    """Load a phase's saved state; its losses and the step to continue from."""
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["global_generator"])
+    return list(state["losses"]), state["step"]
 
 
 def tiny_base_dir(family: str, cfg: TinyFluxConfig) -> Path:
@@ -109,21 +171,30 @@ def random_crop(images: torch.Tensor, size: int | None, generator: torch.Generat
     return images[..., top : top + size, left : left + size]
 
 
-def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig) -> list[float]:
+def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig, resume: Resume) -> list[float]:
     pre = cfg.generator.pretrain
     generator = torch.Generator().manual_seed(pre.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=pre.vae_learning_rate)
     schedule = warmup_cosine(optimizer, pre.vae_steps)
+    modules, losses, first = {"vae": vae}, [], 0
+    if saved := resume.phase("vae"):
+        losses, first = _restore(saved, modules, optimizer, schedule, generator)
     vae.train()
-    losses = []
-    progress = Progress(pre.vae_steps, "pretraining the base: VAE", "steps")
-    for _ in range(pre.vae_steps):
+    progress = Progress(pre.vae_steps, "pretraining the base: VAE", "steps", initial=first)
+    for step in range(first, pre.vae_steps):
         rows = torch.randint(len(pixels), (pre.batch_size,), generator=generator)
         x = _as_float(random_crop(pixels[rows], pre.vae_crop, generator))
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
         loss = reconstruction_loss(recon, x) + pre.kl_weight * posterior.kl().mean()
         _step(loss, optimizer, schedule, losses, progress)
+        resume.save_if_due(
+            "vae",
+            lambda done=step + 1: _training_state(
+                modules, optimizer, schedule, generator, losses, done
+            ),
+            last=step + 1 == pre.vae_steps,
+        )
     progress.close()
     vae.eval()
     return losses
@@ -145,7 +216,12 @@ def captions(classes: list[str], template: str) -> list[str]:
 
 
 def train_transformer(
-    pipe, latents: torch.Tensor, labels: list[str], classes: list[str], cfg: StudyConfig
+    pipe,
+    latents: torch.Tensor,
+    labels: list[str],
+    classes: list[str],
+    cfg: StudyConfig,
+    resume: Resume,
 ) -> list[float]:
     """The transformer (and, if the profile says so, the text encoders) trained with the
     LoRA's rectified-flow loss, captions dropped to the empty one at `caption_dropout`."""
@@ -156,18 +232,25 @@ def train_transformer(
     index = {label: i for i, label in enumerate(classes)}
     cache = {"latents": latents, "prompt_index": torch.tensor([index[x] for x in labels])}
     encoders = family.text_encoders(pipe) if pre.train_text_encoders else []
-    params = [*pipe.transformer.parameters(), *(p for e in encoders for p in e.parameters())]
+    modules = {"transformer": pipe.transformer} | {
+        f"text_encoder_{i}": encoder for i, encoder in enumerate(encoders)
+    }
+    params = [p for module in modules.values() for p in module.parameters()]
     optimizer = torch.optim.AdamW(params, lr=pre.transformer_learning_rate)
     schedule = warmup_cosine(optimizer, pre.transformer_steps)
     generator = torch.Generator().manual_seed(pre.seed + 1)
-    for module in (pipe.transformer, *encoders):
+    losses, first = [], 0
+    if saved := resume.phase("transformer"):
+        losses, first = _restore(saved, modules, optimizer, schedule, generator)
+    for module in modules.values():
         module.train()
     if not encoders:
         with torch.no_grad():
             fixed = family.encode_prompts(pipe, texts, max_length)
-    losses = []
-    progress = Progress(pre.transformer_steps, "pretraining the base: transformer", "steps")
-    for step in range(pre.transformer_steps):
+    progress = Progress(
+        pre.transformer_steps, "pretraining the base: transformer", "steps", initial=first
+    )
+    for step in range(first, pre.transformer_steps):
         rows = torch.randint(len(latents), (pre.batch_size,), generator=generator)
         prompts = family.encode_prompts(pipe, texts, max_length) if encoders else fixed
         loss = flow_matching_loss(
@@ -179,8 +262,15 @@ def train_transformer(
             pre.caption_dropout,
         )
         _step(loss, optimizer, schedule, losses, progress)
+        resume.save_if_due(
+            "transformer",
+            lambda done=step + 1: _training_state(
+                modules, optimizer, schedule, generator, losses, done
+            ),
+            last=step + 1 == pre.transformer_steps,
+        )
     progress.close()
-    for module in (pipe.transformer, *encoders):
+    for module in modules.values():
         module.eval()
     return losses
 
@@ -228,31 +318,37 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
 
     def pretrain_into(folder) -> None:
         torch.manual_seed(pre.seed)
-        start = time.perf_counter()
+        resume = Resume(checkpoint)
         pixels, labels, classes = load_images(cfg)
         family = family_named(cfg.generator.family)
         pipe = family.tiny_pipeline(cfg.generator.tiny)
-        vae_start = time.perf_counter()
         # oneDNN's multi-threaded convolutions are not bit-reproducible beside another busy
         # process (1 of 8 pretrainings differed; bench/base_drift.py): the VAE on one thread
         with fixed_threads(1):
-            vae_losses = train_vae(pipe.vae, pixels, cfg)
+            vae_losses = train_vae(pipe.vae, pixels, cfg, resume)
+            vae_s = resume.state["vae"].get("seconds") or resume.seconds()
+            resume.state["vae"]["seconds"] = vae_s
             raw = encode_all(pipe.vae, pixels)
-        vae_s = time.perf_counter() - vae_start
         latent_stats = family.fit_latent_stats(pipe.vae, raw)
-        tr_start = time.perf_counter()
         latents = family.to_model_space(pipe.vae, raw)
-        tr_losses = train_transformer(pipe, latents, labels, classes, cfg)
+        tr_losses = train_transformer(pipe, latents, labels, classes, cfg, resume)
         pipe.save_pretrained(folder)
+        seconds = resume.seconds()
         write_json(
             folder / "pretraining.json",
             {
                 "images": len(labels),
                 "classes": classes,
                 "captions": captions(classes, pre.caption_template),
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds,
+                "machine": {
+                    "cpu": cpu_model(),
+                    "threads": pre.threads,
+                    "torch": torch.__version__,
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                },
                 "vae_seconds": vae_s,
-                "transformer_seconds": time.perf_counter() - tr_start,
+                "transformer_seconds": seconds - vae_s,
                 "vae_loss_first_last": [vae_losses[0], vae_losses[-1]],
                 "transformer_loss_first_last": [tr_losses[0], tr_losses[-1]],
                 **latent_stats,
@@ -260,22 +356,23 @@ def pretrained_base_dir(cfg: StudyConfig) -> str:
                 "transformer_losses": tr_losses,
             },
         )
-        log.info(
-            "pretrained the tiny base on %d images in %.0fs",
-            len(labels),
-            time.perf_counter() - start,
-        )
+        log.info("pretrained the tiny base on %d images in %.0fs", len(labels), seconds)
 
     name = f"tiny-{cfg.generator.family}-pretrained-{base_key(cfg)}"
-    return str(build_once(cache_root() / name, build))
+    checkpoint = cache_root() / f".{name}.checkpoint.safetensors"
+    built = build_once(cache_root() / name, build)
+    checkpoint.unlink(missing_ok=True)
+    return str(built)
 
 
 def base_model_source(cfg: StudyConfig) -> str:
-    """The family's pipeline to adapt: the hub id / folder, or the tiny pipeline built
+    """The family's pipeline to adapt: the hub id / folder (`sources.local_model`: a shipped
+    base is found from anywhere), or the tiny pipeline built
     locally (pretrained when the profile says so). It depends on the base's own settings only,
     never on the study's dataset: every study with the same base shares one cached copy."""
     if cfg.generator.base_model != TINY:
-        return cfg.generator.base_model
+        folder = local_model(cfg.generator.base_model)
+        return str(folder) if folder else cfg.generator.base_model
     if cfg.generator.pretrain is None:
         return str(tiny_base_dir(cfg.generator.family, cfg.generator.tiny))
     return pretrained_base_dir(cfg)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from synthaug.config import StudyConfig, shown_path
+from synthaug.io import atomic_write_bytes
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss", "mse", "brier", "n_test")
 
@@ -153,5 +156,7 @@ def figure1(
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
     fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
-    fig.savefig(folder / "figure1.png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write_bytes(folder / "figure1.png", png.getvalue())
     return fig

@@ -18,6 +18,9 @@ from typing import Any
 from synthaug.config import DataSource, project_root, resolve_path
 
 DATA_ENV = "SYNTHAUG_DATA"
+# The checkout synthaug is installed from (`pip install -e .`): the models it ships lie
+# under its `models/` folder.
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 class SourceError(ValueError):
@@ -110,13 +113,25 @@ def load_hub_dataset(src: DataSource) -> Any:
         ) from None
 
 
+def local_model(name: str) -> Path | None:
+    """The folder a model's name means, or None for a hub id. A name is read as a path
+    first as the profile's other paths are (absolute, or relative to the project root),
+    then relative to synthaug's checkout, where the models it ships lie: so
+    `models/tiny-flux1-aid` finds the shipped base from a profile saved anywhere, run from
+    any folder."""
+    for folder in (resolve_path(name), CHECKOUT / name):
+        if folder.is_dir():
+            return folder
+    return None
+
+
 def check_model(repo: str, what: str, config_file: str) -> Path:
     """Before any compute: `repo` is a local folder, or its `config_file` can be had from
     the hub (cached, or downloaded: a few KB); the file's local path. Otherwise a
     `SourceError` naming the model and the fix: offline, no such repo, or gated without a
     token."""
-    if resolve_path(repo).is_dir():
-        return resolve_path(repo) / config_file
+    if folder := local_model(repo):
+        return folder / config_file
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,

@@ -162,7 +162,10 @@ def test_images_decoded_once_train_the_cell_the_dataloader_trains(tmp_path, ucme
     ours, theirs = results
     for mine, other in zip(ours["history"], theirs["history"], strict=True):
         assert mine == pytest.approx(other, rel=1e-6)
-    assert ours["accuracy"] == theirs["accuracy"] and ours["config_hash"] == theirs["config_hash"]
+    assert ours["accuracy"] == theirs["accuracy"]
+    # equal with 0 loader workers, yet in the cell's hash: with workers > 0 each worker
+    # reseeds Python's random, so the DataLoader path's flips differ from these
+    assert ours["config_hash"] != theirs["config_hash"]
     runner = CellRunner(cfg)
     train = runner.training_set(Cell(10, 10, 3))
     backbone = Backbone(cfg, runner.classes)

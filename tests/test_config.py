@@ -242,3 +242,37 @@ def test_what_a_family_lacks_is_refused_with_the_reason(overrides, message) -> N
         load_config(ROOT / "params" / "smoke-flux2-klein.yaml", overrides)
     assert message in str(caught.value)
     load_config(ROOT / "params" / "smoke.yaml", overrides)  # FLUX.1 has both
+
+
+# Each setting left out of the hashes, and the test that proves it changes no output.
+RUN_ONLY_PROOFS = {
+    "report_to": "tests/test_lora.py::test_tensorboard_holds_the_loss_learning_rate_and_grids",
+}
+
+
+def test_every_setting_left_out_of_the_hashes_is_proved_to_change_no_output() -> None:
+    """A setting in `config.RUN_ONLY` keeps finished outputs when switched, so it must
+    change none: each names the test that proves it, in every mode the profiles use."""
+    import re
+
+    from synthaug.config import RUN_ONLY
+
+    assert set(RUN_ONLY) == set(RUN_ONLY_PROOFS), "name the proof of each RUN_ONLY setting"
+    for proof in RUN_ONLY_PROOFS.values():
+        path, name = proof.split("::")
+        assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), proof
+
+
+def test_compile_and_preload_change_the_hash() -> None:
+    """Compiled kernels round differently; preloaded flips differ from DataLoader workers'."""
+    from synthaug.config import config_hash
+
+    cfg = load_config(ROOT / "params" / "paper.yaml")
+    for section, field in (
+        (cfg.classifier, "preload"),
+        (cfg.classifier, "compile"),
+        (cfg.generator, "compile"),
+        (cfg.generation, "compile"),
+    ):
+        flipped = not getattr(section, field) if field == "preload" else "none"
+        assert config_hash(section) != config_hash(section.model_copy(update={field: flipped}))

@@ -97,3 +97,57 @@ def test_the_same_machine_pretrains_the_same_base_bit_for_bit_under_load(tmp_pat
         return done.stdout.split()[-1]
 
     assert digest(str(tmp_path / "a"), False) == digest(str(tmp_path / "b"), True)
+
+
+class Stop(Exception):
+    """Raised from inside the pretraining to stop it as a kill would."""
+
+
+def _digest(folder: str) -> str:
+    from synthaug.io import safetensors_digest
+
+    return "".join(
+        safetensors_digest(f"{folder}/{part}")
+        for part in (
+            "transformer/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors",
+        )
+    )
+
+
+def test_a_stopped_pretraining_resumes_to_the_same_base(tmp_path, monkeypatch) -> None:
+    """Stopped once in the VAE phase and once in the transformer's, with a checkpoint
+    after every step: the resumed base is bit for bit the one that never stopped."""
+    import pytest
+
+    steps = {
+        **PRETRAIN,
+        "generator.pretrain.vae_steps": 4,
+        "generator.pretrain.transformer_steps": 4,
+    }
+    monkeypatch.setenv("SYNTHAUG_CACHE", str(tmp_path / "straight"))
+    straight = _digest(base_model_source(smoke_config(tmp_path / "a", **steps)))
+
+    monkeypatch.setenv("SYNTHAUG_CACHE", str(tmp_path / "stopped"))
+    monkeypatch.setattr(pretrain, "CHECKPOINT_SECONDS", 0.0)
+    real_step, calls = pretrain._step, []
+
+    def stopping_step(*args) -> None:
+        calls.append(1)
+        if len(calls) in (3, 7):  # in VAE step 3; after a resume, transformer step 2
+            raise Stop
+        real_step(*args)
+
+    monkeypatch.setattr(pretrain, "_step", stopping_step)
+    cfg = smoke_config(tmp_path / "b", **steps)
+    for _ in range(2):
+        with pytest.raises(Stop):
+            base_model_source(cfg)
+    checkpoints = list((tmp_path / "stopped").glob(".*.checkpoint.safetensors"))
+    assert len(checkpoints) == 1
+    resumed = base_model_source(cfg)
+    assert _digest(resumed) == straight
+    assert not checkpoints[0].exists()  # removed once the base is saved
+    record = read_json(f"{resumed}/pretraining.json")
+    assert len(record["vae_losses"]) == len(record["transformer_losses"]) == 4

@@ -7,7 +7,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "synthaug"
 
 
-RUNNERS = {"study", "slurm", "kernels", "book", "browser", "export", "cards", "hub", "cli"}
+RUNNERS = {
+    "study",
+    "lock",
+    "slurm",
+    "kernels",
+    "book",
+    "browser",
+    "export",
+    "cards",
+    "hub",
+    "ship",
+    "cli",
+}
 SERVICES = {"provenance", "progress", "quiet", "compiling", "tracking"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -219,6 +220,17 @@ def tag_for_report(path: Path, title: str | None = None) -> None:
     nbformat.write(notebook, path)
 
 
+def _swap_in(built: Path, target: Path) -> None:
+    """Put the folder `built` where `target` is, the old one removed after."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(built, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build_book(cfg: StudyConfig) -> Path:
     """Copy the executed notebooks beside the book config and run `jupyter-book build`."""
     notebooks = _executed(cfg)
@@ -228,7 +240,8 @@ def build_book(cfg: StudyConfig) -> Path:
             "the book needs the executed 04_analysis notebook; run the analysis stage first"
         )
     provenance.record(cfg, "book")
-    folder = cfg.paths.book
+    # built beside, then swapped in: the book is whole or absent, never half-built
+    folder = cfg.paths.book.with_name(f".{cfg.paths.book.name}.building")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -254,8 +267,9 @@ def build_book(cfg: StudyConfig) -> Path:
         text=True,
         check=False,
     )
-    if result.returncode != 0 or not cfg.paths.book_index.exists():
+    if result.returncode != 0 or not (folder / "_build" / "html" / "index.html").exists():
         raise RuntimeError(
             f"jupyter-book build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
+    _swap_in(folder, cfg.paths.book)
     return cfg.paths.book_index

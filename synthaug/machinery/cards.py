@@ -9,6 +9,8 @@ import math
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 from synthaug.config import TINY, StudyConfig
+from synthaug.machinery.ship import CARD, card_metadata
+from synthaug.sources import local_model
 
 # Licences of the bases the profiles name (their model cards; BFL's flux2 README for klein).
 BASE_LICENCES = {
@@ -25,9 +27,14 @@ UNKNOWN_LICENCE = {"license": "other", "license_name": "see-the-base-model"}
 
 def base_licence(base_model: str) -> dict:
     """The licence metadata of a base: known ones, MIT for the tiny base built here (this
-    project's), else `other` pointing at the base's own card."""
+    project's), a local folder's own card's (the shipped base), else `other` pointing at
+    the base's own card."""
     if base_model == TINY:
         return {"license": "mit"}
+    folder = local_model(base_model)
+    if folder is not None and (folder / CARD).is_file():
+        meta = card_metadata(folder)
+        return {key: meta[key] for key in ("license", "license_name") if key in meta}
     return BASE_LICENCES.get(base_model, UNKNOWN_LICENCE)
 
 

@@ -17,7 +17,16 @@ from synthaug.families import FamilyMismatchError
 from synthaug.io import SettingsMismatch
 from synthaug.machinery.browser import BrowserError
 from synthaug.machinery.hub import ShareError
-from synthaug.machinery.study import STAGES, StudyError, run_study, run_task, task_commands
+from synthaug.machinery.lock import StudyBusy
+from synthaug.machinery.ship import ShipError, ship_base
+from synthaug.machinery.study import (
+    STAGES,
+    RunStopped,
+    StudyError,
+    run_study,
+    run_task,
+    task_commands,
+)
 from synthaug.sources import SourceError
 
 
@@ -108,6 +117,13 @@ def cmd_export(args: argparse.Namespace) -> None:
             print(f"uploaded: {url}")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    """Pretrain the profile's tiny base (resuming a stopped one) and ship it with its card."""
+    overrides = "".join(f" -p {key} {value}" for key, value in args.parameters)
+    command = f"synthaug pretrain -f {args.file}{overrides} --to {args.to}"
+    print(ship_base(_load(args), Path(args.to), command))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -118,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", cmd_status, "how far the study is: per stage, on the cluster or here"),
         ("check-report", cmd_check_report, "open the built report in headless Chromium"),
         ("export", cmd_export, "write the LoRA and a synthetic set with cards; --push them"),
+        ("pretrain", cmd_pretrain, "pretrain the tiny base (resumable); write it with its card"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("-f", "--file", required=True, help="profile, e.g. params/smoke.yaml")
@@ -143,6 +160,10 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--private", action="store_true", help="make the hub repos private")
             sub.add_argument(
                 "--dry-run", action="store_true", help="with --push: list the uploads and stop"
+            )
+        if name == "pretrain":
+            sub.add_argument(
+                "--to", required=True, metavar="DIR", help="the base's folder, e.g. models/x"
             )
         if name == "check-report":
             sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
@@ -202,11 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         FamilyMismatchError,
         MissingBackboneError,
         SettingsMismatch,
+        ShipError,
         SourceError,
+        StudyBusy,
         StudyError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return 130 if error.interrupted else 1
+    except KeyboardInterrupt:
+        print("stopped: interrupted (Ctrl-C); nothing was running yet", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -22,6 +22,7 @@ from synthaug.config import StudyConfig
 from synthaug.data import DataError
 from synthaug.generate import FIELDS
 from synthaug.io import read_csv, read_json, write_csv, write_json
+from synthaug.machinery.lock import study_lock
 
 MARKER = "synthaug-export.json"  # which study and arm a folder was exported from
 METADATA_FIELDS = ("file_name", *FIELDS[1:])  # the generation manifest's, file as file_name
@@ -53,17 +54,18 @@ def export_study(cfg: StudyConfig, to: Path, arm: str = "lora") -> Exported:
     from synthaug.machinery import cards
 
     cfg.generation.check_arm(arm)
-    if stage := missing_stage(cfg, arm):
-        raise DataError(
-            f"study {cfg.name} is not finished: its {stage} has not run; run "
-            "`synthaug run -f <profile>` to the end first, then export"
-        )
-    identity = _identity(cfg, arm)
-    _refuse_other_export(to, identity)
-    facts = cards.study_facts(cfg, arm, identity["lora_sha256"])
-    lora = _replace_folder(to / "lora", lambda tmp: _write_lora(cfg, tmp, facts))
-    dataset = _replace_folder(to / "dataset", lambda tmp: _write_dataset(cfg, arm, tmp, facts))
-    write_json(to / MARKER, identity)
+    with study_lock(cfg.run_dir, create=False):
+        if stage := missing_stage(cfg, arm):
+            raise DataError(
+                f"study {cfg.name} is not finished: its {stage} has not run; run "
+                "`synthaug run -f <profile>` to the end first, then export"
+            )
+        identity = _identity(cfg, arm)
+        _refuse_other_export(to, identity)
+        facts = cards.study_facts(cfg, arm, identity["lora_sha256"])
+        lora = _replace_folder(to / "lora", lambda tmp: _write_lora(cfg, tmp, facts))
+        dataset = _replace_folder(to / "dataset", lambda tmp: _write_dataset(cfg, arm, tmp, facts))
+        write_json(to / MARKER, identity)
     return Exported(lora, dataset)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # kernel's ports by binding and releasing them, so two kernels started at once by two
 # workers' threads could be handed the same free port.
 _STARTING = threading.Lock()
+_LIVE: weakref.WeakSet[WarmKernel] = weakref.WeakSet()  # kernels started and not shut down
 
 # Run silently before each notebook: what the previous notebook left behind goes, and the
 # counts restart at 1 in a new history session (IPython's history refuses a line number
@@ -99,6 +101,17 @@ class WarmKernelEngine(NBClientEngine):
 papermill_engines.register(ENGINE, WarmKernelEngine)
 
 
+def kill_all() -> None:
+    """Kill every kernel process this process started that still runs: on Ctrl-C, now,
+    not when their cells end, and none is left behind."""
+    for kernel in list(_LIVE):
+        process = getattr(kernel.manager.provisioner, "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+    _LIVE.clear()
+
+
 class WarmKernel:
     """One kernel for the notebooks a worker runs; started on first use. Use it from the
     thread that created it (its event loop is that thread's).
@@ -143,6 +156,7 @@ class WarmKernel:
         options: dict[str, Any] = {}
         if self.device is not None:
             options["env"] = {**os.environ, "CUDA_VISIBLE_DEVICES": self.device}
+        _LIVE.add(self)
         if self.log is None:
             run_sync(self.manager.start_kernel)(**options)
             return
@@ -182,3 +196,4 @@ class WarmKernel:
     def shutdown(self) -> None:
         if self.manager.has_kernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
+        _LIVE.discard(self)

@@ -25,6 +25,7 @@ from typing import Any
 
 from synthaug.config import StudyConfig, project_root
 from synthaug.io import atomic_write_text, read_json, write_json
+from synthaug.machinery.lock import study_lock
 from synthaug.machinery.study import STAGES, StudyError, Task, list_tasks
 
 ACTIVE = {
@@ -381,27 +382,29 @@ def run_on_cluster(
 
     start = time.perf_counter()
     cfg = build_config(apply_overrides(read_yaml(profile), overrides or {}))
-    jobs = read_submission(cfg)
-    if jobs and is_active(task_states(cfg, jobs)):
-        echo(f"study {cfg.name} is already on the cluster; following it")
-    else:
-        shards = cfg.cluster.generation_shards
-        cfg, given, todo = prepare_tasks(profile, overrides, stage, rebuild, shards)
-        if not todo:
-            echo(f"study {cfg.name}: every task is done -> {cfg.run_dir}")
-            return []
-        jobs = submit(cfg, resolve_path(profile), given, todo, rebuild)
-        arrays = ", ".join(f"{job.stage} {job.job_id}" for job in jobs)
-        echo(
-            f"study {cfg.name}: {len(todo)} tasks submitted as job arrays {arrays}; logs in "
-            f"{cfg.paths.slurm}. It runs without this shell: `synthaug status -f {profile}` "
-            f"shows it from any other, `scancel --name={job_name(cfg, '<stage>')}` cancels"
-        )
-    try:
-        follow(cfg, jobs, echo, poll)
-    except KeyboardInterrupt:
-        echo(f"stopped following; the study goes on: `synthaug status -f {profile}`")
-        return jobs
+    with study_lock(cfg.run_dir, shared=True):  # beside its own tasks, never a local run
+        jobs = read_submission(cfg)
+        if jobs and is_active(task_states(cfg, jobs)):
+            echo(f"study {cfg.name} is already on the cluster; following it")
+        else:
+            shards = cfg.cluster.generation_shards
+            cfg, given, todo = prepare_tasks(profile, overrides, stage, rebuild, shards)
+            if not todo:
+                echo(f"study {cfg.name}: every task is done -> {cfg.run_dir}")
+                return []
+            jobs = submit(cfg, resolve_path(profile), given, todo, rebuild)
+            arrays = ", ".join(f"{job.stage} {job.job_id}" for job in jobs)
+            echo(
+                f"study {cfg.name}: {len(todo)} tasks submitted as job arrays {arrays}; logs "
+                f"in {cfg.paths.slurm}. It runs without this shell: `synthaug status -f "
+                f"{profile}` shows it from any other, `scancel --name="
+                f"{job_name(cfg, '<stage>')}` cancels"
+            )
+        try:
+            follow(cfg, jobs, echo, poll)
+        except KeyboardInterrupt:
+            echo(f"stopped following; the study goes on: `synthaug status -f {profile}`")
+            return jobs
     summarize(cfg, stage, time.perf_counter() - start, echo)
     return jobs
 

@@ -9,15 +9,22 @@ what is missing and a finished study reruns in seconds.
 
 from __future__ import annotations
 
+import csv
+import errno
+import json
+import logging
 import os
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from safetensors import SafetensorError
 
 from synthaug.config import (
     TINY,
@@ -28,18 +35,106 @@ from synthaug.config import (
     project_root,
     read_yaml,
 )
-from synthaug.machinery.kernels import WarmKernel
+from synthaug.io import atomic_write_text
+from synthaug.machinery.kernels import WarmKernel, kill_all
+from synthaug.machinery.lock import study_lock
 from synthaug.machinery.progress import STATUS_ENV, LiveStatus, clock
 from synthaug.paths import seeded
 
 if TYPE_CHECKING:
     from synthaug.data import Manifest
 
+log = logging.getLogger(__name__)
 STAGES = ("lora", "generate", "classify", "analysis", "book")
 
 
 class StudyError(RuntimeError):
     """A notebook of the study failed; the message names the notebook and the cell."""
+
+
+class RunStopped(RuntimeError):
+    """A run stopped by what surrounds it (a full disk, a folder it may not write, a
+    kernel killed, Ctrl-C); the message is the one line the user reads."""
+
+    def __init__(self, message: str, interrupted: bool = False) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+# What a kernel's failure says when its cause is the machine's, not the study's
+DISK_FULL, NO_WRITE = "No space left on device", ("Permission denied", "Read-only file system")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) and len(chain) < 10:
+        chain.append(cause)
+    return chain
+
+
+def fault_line(error: BaseException) -> str | None:
+    """What stopped a run, in words and with the fix, when the machine stopped it (not a
+    bug of the study's); None otherwise."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    chain = _chain(error)
+    named = next((e for e in chain if isinstance(e, OSError) and e.filename), None)
+    where = f" ({named.filename})" if named else ""
+    errnos = {e.errno for e in chain if isinstance(e, OSError)}
+    text = " ".join(str(e) for e in chain)
+    if errno.ENOSPC in errnos or DISK_FULL in text:
+        return f"the disk is full{where}: free some space"
+    if errnos & {errno.EACCES, errno.EPERM, errno.EROFS} or any(t in text for t in NO_WRITE):
+        return (
+            f"no permission to write{where}: make the run folder writable, or set "
+            "output_dir to a folder that is"
+        )
+    if any(type(e).__name__ == "DeadKernelError" for e in chain) or "Kernel died" in text:
+        return (
+            "its Jupyter kernel died (killed, most often for memory: fewer study.workers "
+            "or smaller batches need less)"
+        )
+    return None
+
+
+def _log_traceback(cfg: StudyConfig, error: BaseException) -> Path | None:
+    """The error's traceback in `logs/`, or None where it cannot be written (a full disk)."""
+    path = cfg.paths.kernel_log.parent / f"stopped-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        atomic_write_text(path, "".join(traceback.format_exception(error)))
+    except OSError:
+        return None
+    return path
+
+
+@contextmanager
+def faults_in_one_line(cfg: StudyConfig, running: list[str]) -> Iterator[None]:
+    """Inside the block, a fault `fault_line` knows is raised as one `RunStopped` naming
+    the tasks in `running`; anything else as it is."""
+    try:
+        yield
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            kill_all()  # the workers' kernels, still in their cells
+        if (fault := stopped(cfg, error, running)) is None:
+            raise
+        raise fault from error
+
+
+def stopped(cfg: StudyConfig, error: BaseException, tasks: list[str]) -> RunStopped | None:
+    """The one-line `RunStopped` for a fault `fault_line` knows, naming the tasks that were
+    running; None for any other error (raised as it is)."""
+    what = fault_line(error)
+    if what is None:
+        return None
+    log = _log_traceback(cfg, error)
+    details = f" (traceback: {log})" if log else ""
+    during = ", ".join(sorted(tasks)) or "the set-up"
+    return RunStopped(
+        f"study {cfg.name} stopped during {during}: {what}. Finished tasks are kept; run "
+        f"the same command to resume{details}",
+        interrupted=isinstance(error, KeyboardInterrupt),
+    )
 
 
 @dataclass
@@ -65,7 +160,7 @@ def list_tasks(cfg: StudyConfig, until: str | None = None, shards: int | None = 
     tasks: list[Task] = []
 
     def done(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
-        return lambda: cfg.paths.executed(name).exists() and check()
+        return lambda: is_readable_notebook(cfg.paths.executed(name)) and readable(name, check)
 
     seeds = cfg.study.generator_seeds
     if "lora" in stages:
@@ -121,6 +216,38 @@ def list_tasks(cfg: StudyConfig, until: str | None = None, shards: int | None = 
     if "book" in stages:
         tasks.append(Task("book", "book", None, {}, lambda: book_is_current(cfg)))
     return tasks
+
+
+# Outputs found unreadable (half-written by a run of an older version, or damaged), by
+# path: each is treated as not done, and named once in a warning.
+UNREADABLE: dict[str, str] = {}
+
+
+def is_readable_notebook(path: Path) -> bool:
+    """An executed notebook exists and is whole (JSON); a damaged one counts as not done."""
+    if not path.exists():
+        return False
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, OSError) as error:
+        _unreadable(path, error)
+        return False
+    return True
+
+
+def readable(name: str, check: Callable[[], bool]) -> bool:
+    """`check()`, with an output it cannot read counted as not done."""
+    try:
+        return check()
+    except (ValueError, OSError, KeyError, csv.Error, SafetensorError) as error:
+        _unreadable(name, error)
+        return False
+
+
+def _unreadable(what: Path | str, error: BaseException) -> None:
+    if str(what) not in UNREADABLE:
+        UNREADABLE[str(what)] = f"{type(error).__name__}: {str(error)[:120]}"
+        log.warning("%s cannot be read (%s): it is redone", what, UNREADABLE[str(what)])
 
 
 def seed_parameter(generator_seed: int) -> dict[str, int]:
@@ -347,15 +474,17 @@ def run_task(
             "lists its tasks"
         )
     task = tasks[name]
-    if task.is_done() and not rebuild:
-        echo(f"{name}: done already")
-        return False
-    if task.notebook is None:
-        from synthaug.machinery.book import build_book
+    # shared: beside the cluster's other tasks of the study, never beside a local run
+    with faults_in_one_line(cfg, [name]), study_lock(cfg.run_dir, shared=True):
+        if task.is_done() and not rebuild:
+            echo(f"{name}: done already")
+            return False
+        if task.notebook is None:
+            from synthaug.machinery.book import build_book
 
-        build_book(cfg)
-    else:
-        execute(task, cfg, sections)
+            build_book(cfg)
+        else:
+            execute(task, cfg, sections)
     echo(f"{name}: done")
     return True
 
@@ -374,27 +503,58 @@ def run_study(
     `rebuild` runs the notebooks of `stage` again even when done: each stage skips the
     work it finds done, so this redraws that stage's figures and tables from the run.
     The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
-    from synthaug.machinery.provenance import write_config
-
     _check_rebuild(stage, rebuild)
+    start = time.perf_counter()
     sections = apply_overrides(read_yaml(profile), overrides or {})
     cfg = build_config(sections)
-    manifest = check_design(cfg, write=not dry_run)
+    if dry_run:
+        return _dry_run(cfg, stage, rebuild, echo)
+    running: list[str] = []
+    with faults_in_one_line(cfg, running), study_lock(cfg.run_dir):
+        check_design(cfg)
+        tasks = list_tasks(cfg, stage)
+        todo = _to_run(tasks, stage, rebuild)
+        echo(_plan_line(cfg, tasks, todo))
+        _run_todo(cfg, sections, todo, running, echo, verbose)
+    summarize(cfg, stage, time.perf_counter() - start, echo)
+    return todo
+
+
+def _plan_line(cfg: StudyConfig, tasks: list[Task], todo: list[Task]) -> str:
+    done = len(tasks) - len(todo)
+    return f"study {cfg.name}: {len(tasks)} tasks, {done} done, {len(todo)} to run -> {cfg.run_dir}"
+
+
+def _dry_run(
+    cfg: StudyConfig, stage: str | None, rebuild: bool, echo: Callable[[str], None]
+) -> list[Task]:
+    """The plan, written nowhere: the data, the prompts, each task done or to run."""
+    manifest = check_design(cfg, write=False)
     tasks = list_tasks(cfg, stage)
     todo = _to_run(tasks, stage, rebuild)
-    echo(
-        f"study {cfg.name}: {len(tasks)} tasks, {len(tasks) - len(todo)} done, "
-        f"{len(todo)} to run -> {cfg.run_dir}"
-    )
-    if dry_run:
-        echo(f"data: {data_line(cfg, manifest)}")
-        echo("prompts (set dataset.class_words where a name does not read as words):")
-        for line in prompt_lines(cfg, manifest.classes):
-            echo(line)
-        for task in tasks:
-            status = "todo" if task in todo else "done"
-            echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
-        return todo
+    echo(_plan_line(cfg, tasks, todo))
+    echo(f"data: {data_line(cfg, manifest)}")
+    echo("prompts (set dataset.class_words where a name does not read as words):")
+    for line in prompt_lines(cfg, manifest.classes):
+        echo(line)
+    for task in tasks:
+        status = "todo" if task in todo else "done"
+        echo(f"  [{status}] {task.stage:9s} {task.name} {task.parameters or ''}")
+    return todo
+
+
+def _run_todo(
+    cfg: StudyConfig,
+    sections: Mapping[str, Any],
+    todo: list[Task],
+    running: list[str],
+    echo: Callable[[str], None],
+    verbose: bool,
+) -> None:
+    """Run the tasks, stage by stage, each stage's tasks on its workers; `running` names
+    the tasks in flight (for the message if the run is stopped)."""
+    from synthaug.machinery.provenance import write_config
+
     write_config(cfg)
     kernel_log = None if verbose else cfg.paths.kernel_log
     os.environ[STATUS_ENV] = str(cfg.paths.status)  # the kernels report their progress there
@@ -403,12 +563,14 @@ def run_study(
 
         def run_one(task: Task, kernel: WarmKernel) -> None:
             task_start = time.perf_counter()
+            running.append(task.name)
             if task.notebook is None:
                 from synthaug.machinery.book import build_book
 
                 build_book(cfg)
             else:
                 execute(task, cfg, sections, kernel, kernel_log)
+            running.remove(task.name)
             progress.finished(task, time.perf_counter() - task_start)
 
         for stage in STAGES:
@@ -420,8 +582,6 @@ def run_study(
             on_cpu = len(devices) > 1 and devices[0] is None
             with _threads_per_kernel(len(devices)) if on_cpu else nullcontext():
                 _run_batch(batch, devices, run_one, cfg.study.reuse_kernels, kernel_log)
-    summarize(cfg, stage, time.perf_counter() - progress.start, echo)
-    return todo
 
 
 def summarize(
