@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from synthaug.config import StudyConfig
+from synthaug.io import safetensors_digest
 from synthaug.machinery.study import fault_line
 
 from .conftest import ROOT, SMALL_SMOKE, cell_results, smoke_config
@@ -52,17 +53,17 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 600) -> 
 
 
 def made(cfg: StudyConfig) -> dict[str, object]:
-    """What the run made, byte for byte: the LoRA and its loss log, the manifests, every
-    cell's probabilities and metrics (timings aside)."""
-    paths = [
-        cfg.paths.lora_weights,
-        cfg.paths.lora / "loss.csv",
-        cfg.paths.manifest,
-        cfg.paths.generated_manifest,
-        *sorted(cfg.paths.cells.glob("*/probabilities.safetensors")),
-    ]
-    files = {str(p.relative_to(cfg.run_dir)): p.read_bytes() for p in paths}
-    return {"files": files, "cells": cell_results(cfg)}
+    """What the run made: the LoRA's and every cell's probabilities' tensors bit for bit
+    (safetensors headers may list metadata in another order), the loss log and the
+    manifests (image hashes included) byte for byte, and every cell's metrics (timings
+    aside)."""
+    tensors = [cfg.paths.lora_weights, *sorted(cfg.paths.cells.glob("*/probabilities.safetensors"))]
+    files = [cfg.paths.lora / "loss.csv", cfg.paths.manifest, cfg.paths.generated_manifest]
+    return {
+        "tensors": {str(p.relative_to(cfg.run_dir)): safetensors_digest(p) for p in tensors},
+        "files": {str(p.relative_to(cfg.run_dir)): p.read_bytes() for p in files},
+        "cells": cell_results(cfg),
+    }
 
 
 def the_study(out: Path) -> StudyConfig:
@@ -99,12 +100,10 @@ def test_a_second_run_of_the_same_study_stops_at_once(tmp_path, reference) -> No
     assert time.monotonic() - begun < 30 and second.returncode == 2
     assert f"in use by pid {first.pid} on " in second.stderr
     assert "run the same command again" in second.stderr and "Traceback" not in second.stderr
+    exporting = [arg if arg != "run" else "export" for arg in command(tmp_path)[:-2]]
     export = subprocess.run(
-        [sys.executable, "-m", "synthaug.machinery.cli", "export", "-f", "params/smoke.yaml",
-         "-p", "output_dir", str(tmp_path), *sum((["-p", k, v] for k, v in SMALL_SMOKE.items()), []),
-         "--to", str(tmp_path / "export")],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        [*exporting, "--to", str(tmp_path / "export")], cwd=ROOT, capture_output=True, text=True
+    )
     assert export.returncode == 2 and "in use by pid" in export.stderr
     assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
     assert made(the_study(tmp_path)) == reference

@@ -118,6 +118,9 @@ def faults_in_one_line(cfg: StudyConfig, running: list[str]) -> Iterator[None]:
             kill_all()  # the workers' kernels, still in their cells
         if (fault := stopped(cfg, error, running)) is None:
             raise
+        # the interrupted cells' client tasks end unawaited; asyncio would print each
+        # one's traceback at exit, after the one line that says what happened
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise fault from error
 
 
