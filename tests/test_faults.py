@@ -152,10 +152,11 @@ def test_a_killed_kernel_is_one_message_and_the_rerun_resumes(tmp_path, referenc
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MB file system of its own (tmpfs; needs root), unmounted after."""
+    """A 1.5 MB file system of its own, where the small study writes about 3.3 MB (tmpfs;
+    needs root), unmounted after."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)])
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(folder)])
     if mounted.returncode != 0:
         pytest.skip("mounting a small file system needs root (mount -t tmpfs)")
     yield folder
