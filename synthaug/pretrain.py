@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,29 +65,40 @@ class Resume:
         """The saved state of phase `name`, if the checkpoint holds it."""
         return self.state.get(name)
 
-    def save_if_due(self, name: str, state: Callable[[], dict], last: bool) -> None:
-        """Save `state()` as phase `name` when `every` seconds have passed, or at its `last`
-        step."""
-        if last or time.perf_counter() - self.saved_at >= self.every:
-            self.state[name] = state()
+    def save_if_due(self, name: str, training: _Training, steps: int) -> None:
+        """Save phase `name` when `every` seconds have passed, or at the last of its
+        `steps`."""
+        if training.step == steps or time.perf_counter() - self.saved_at >= self.every:
+            self.state[name] = training.state()
             save_checkpoint(self.path, self.state | {"seconds": self.seconds()})
             self.saved_at = time.perf_counter()
 
 
-def _training_state(modules: dict, optimizer, schedule, generator, losses, step) -> dict:
-    return {
-        # copies: tied weights (T5's embeddings) share memory, which safetensors refuses
-        "modules": {
-            name: {key: value.clone() for key, value in module.state_dict().items()}
-            for name, module in modules.items()
-        },
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "generator": generator.get_state(),
-        "global_generator": torch.get_rng_state(),  # the text encoders' dropout draws from it
-        "losses": list(losses),
-        "step": step,
-    }
+@dataclass(frozen=True)
+class _Training:
+    """What a phase's checkpoint holds after `step` of its steps; `state()` reads it out."""
+
+    modules: dict
+    optimizer: Any
+    schedule: Any
+    generator: torch.Generator
+    losses: list[float]
+    step: int
+
+    def state(self) -> dict:
+        return {
+            # copies: tied weights (T5's embeddings) share memory, which safetensors refuses
+            "modules": {
+                name: {key: value.clone() for key, value in module.state_dict().items()}
+                for name, module in self.modules.items()
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "global_generator": torch.get_rng_state(),  # the text encoders' dropout draws from it
+            "losses": list(self.losses),
+            "step": self.step,
+        }
 
 
 def _restore(state: dict, modules: dict, optimizer, schedule, generator) -> tuple[list, int]:
@@ -190,10 +203,8 @@ def train_vae(vae, pixels: torch.Tensor, cfg: StudyConfig, resume: Resume) -> li
         _step(loss, optimizer, schedule, losses, progress)
         resume.save_if_due(
             "vae",
-            lambda done=step + 1: _training_state(
-                modules, optimizer, schedule, generator, losses, done
-            ),
-            last=step + 1 == pre.vae_steps,
+            _Training(modules, optimizer, schedule, generator, losses, step + 1),
+            pre.vae_steps,
         )
     progress.close()
     vae.eval()
@@ -264,10 +275,8 @@ def train_transformer(
         _step(loss, optimizer, schedule, losses, progress)
         resume.save_if_due(
             "transformer",
-            lambda done=step + 1: _training_state(
-                modules, optimizer, schedule, generator, losses, done
-            ),
-            last=step + 1 == pre.transformer_steps,
+            _Training(modules, optimizer, schedule, generator, losses, step + 1),
+            pre.transformer_steps,
         )
     progress.close()
     for module in modules.values():
