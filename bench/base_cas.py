@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from synthaug.classify import Backbone, to_pixels, train_linear_head  # noqa: E402
+from synthaug.classify.backbone import Backbone  # noqa: E402
+from synthaug.classify.linear_probe import train_linear_head  # noqa: E402
+from synthaug.classify.pixels import to_pixels  # noqa: E402
 from synthaug.config import load_config, parse_value  # noqa: E402
 from synthaug.data import decode_image, open_source  # noqa: E402
 from synthaug.families import family_named  # noqa: E402

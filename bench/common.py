@@ -16,7 +16,7 @@ def machine() -> dict:
     import diffusers
     import transformers
 
-    from synthaug.machinery.provenance import cpu_model
+    from synthaug.runtime.provenance import cpu_model
 
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

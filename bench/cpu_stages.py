@@ -108,7 +108,8 @@ def generation_throughput(cfg, pipe) -> dict:
 
 
 def classifier_throughput(cfg) -> dict:
-    from synthaug.classify import Backbone, train_linear_head
+    from synthaug.classify.backbone import Backbone
+    from synthaug.classify.linear_probe import train_linear_head
 
     backbone = Backbone(cfg, CLASSES)
     images = [Image.new("RGB", (256, 256), (90, 120, 80))] * 64

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug.machinery.compiling import compile_blocks, repeated_blocks
+from synthaug.runtime.compiling import compile_blocks, repeated_blocks
 
 
 def sync(device: torch.device) -> None:
@@ -327,7 +327,8 @@ def classifier_before_after(profile: str, images: int, test: int, tiny: bool) ->
 
 def time_cell(cfg, images: int) -> dict:
     """`fine_tune` on the first `images` pool images, tested on the test split."""
-    from synthaug.classify import Backbone, fine_tune
+    from synthaug.classify.backbone import Backbone
+    from synthaug.classify.fine_tune import fine_tune
     from synthaug.data import ImageLoader, prepare_data
 
     manifest = prepare_data(cfg)

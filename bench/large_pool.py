@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from synthaug.classify import FeatureCache, feature_cache_path  # noqa: E402
+from synthaug.classify.features import FeatureCache, feature_cache_path  # noqa: E402
 from synthaug.config import load_config  # noqa: E402
 from synthaug.data import open_source  # noqa: E402
 

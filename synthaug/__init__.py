@@ -12,24 +12,25 @@ notebook and one module:
     analysis   04_analysis         analysis.page, .figures   one function per table, figure
     book       (all, as pages)     machinery.book.build_book  the Jupyter Book
 
+Each stage is declared once, in `machinery.stages.STAGES`.
+
 Beside the stages: `config` (the one validated schema; `paths` lays out a run folder),
 `sources` (a dataset's local copy or the hub; the hub models' checks before any work),
 `design` (which cells the study fits), `metrics` (one registry of the cells' metrics,
-computed from their saved test probabilities), `efficiency` (the sample-efficiency
-sweep's reading), `families` (what differs between generator families: FLUX.1, FLUX.2
+computed from their saved test probabilities, each declared a number or a table),
+`families` (what differs between generator families: FLUX.1, FLUX.2
 [klein]), `flow` (prompts and the flow-matching loss), `pretrain` (the base model, and
 the tiny base's pretraining), `models` (tiny models of the real architectures),
 `timm_backbone` (timm classifiers), `dinov2` (the offline CPU backbone), `attention`,
 `checkpoint` (pickle-free LoRA checkpoints), `prodigy`, `vocab` (the tiny text encoders'
-tokenizers), `report` (the stage pages' tables and plots), `io` (atomic writes and the
-settings guard).
+tokenizers), `io` (atomic writes and the settings guard). `analysis` also holds
+`efficiency` (the sample-efficiency sweep's reading) and `report` (the stage pages'
+tables and plots).
 
-`machinery` runs the science and never the other way round: its services (`provenance`,
-`progress`, `quiet`, `compiling`, `tracking`) are called by the stages; its runners
-(`study`, `kernels`, `slurm`, `book`, `browser`, `export`, `cards`, `hub`, `cli`) call
-the stages (`tests/test_structure.py` holds both to it).
+Three floors (`tests/test_structure.py` holds them): `runtime` at the bottom, the
+services anything may import (`provenance`, `progress`, `quiet`, `compiling`,
+`tracking`); the science above it; `machinery` on top, the runners (`stages`,
+`study`, `kernels`, `executed`, `slurm`, `book`, `browser`, `export`, `cards`, `hub`,
+`ship`, `cli`), which call the stages and which nothing in the science imports.
+Importing `synthaug` sets nothing up: the quiet logging is installed where a run starts.
 """
-
-from synthaug.machinery import quiet
-
-quiet.install()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,8 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from synthaug.machinery.compiling import CompileMode
-from synthaug.paths import RunPaths
+from synthaug.families import FAMILIES
+from synthaug.paths import RunPaths, resolve_path
+from synthaug.runtime import quiet
+from synthaug.runtime.compiling import CompileMode
 
 CLASS_KEYWORD = "{class_name}"
 
@@ -222,7 +225,7 @@ class GeneratorConfig(_Section):
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
         "graphs); compiled kernels round differently, so it is one of the stage's settings "
-        "(machinery.compiling)",
+        "(runtime.compiling)",
     )
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
     report_to: Literal["none", "tensorboard", "wandb"] = Field(
@@ -235,7 +238,6 @@ class GeneratorConfig(_Section):
     @field_validator("family")
     @classmethod
     def _known_family(cls, name: str) -> str:
-        from synthaug.families import FAMILIES
 
         if name not in FAMILIES:
             raise ValueError(f"generator.family {name!r} is not one of {sorted(FAMILIES)}")
@@ -269,7 +271,7 @@ class GenerationConfig(_Section):
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
         "graphs); compiled kernels round differently, so it is one of the stage's settings "
-        "(machinery.compiling)",
+        "(runtime.compiling)",
     )
     arms: list[Literal["lora", "base", "img2img"]] = Field(
         ["lora"],
@@ -341,7 +343,7 @@ class ClassifierConfig(_Section):
         "none",
         description="torch.compile each repeated block (regional; -cudagraphs: with CUDA "
         "graphs); compiled kernels round differently, so it is one of the stage's settings "
-        "(machinery.compiling)",
+        "(runtime.compiling)",
     )
 
 
@@ -515,7 +517,6 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _family_fits(self) -> StudyConfig:
         """The arms and guidance the generator family has (`synthaug.families`)."""
-        from synthaug.families import FAMILIES
 
         family = FAMILIES[self.generator.family]
         if "img2img" in self.generation.arms and family.no_img2img:
@@ -578,32 +579,6 @@ class StudyConfig(_Section):
 
 SECTIONS = tuple(StudyConfig.model_fields)
 TINY = "tiny"
-
-
-def project_root() -> Path:
-    """The folder relative paths in a profile are read from.
-
-    `SYNTHAUG_ROOT` if set; else the nearest folder at or above the working directory
-    that holds `params/` (so a notebook opened from `notebooks/` resolves like the CLI).
-    """
-    if env := os.environ.get("SYNTHAUG_ROOT"):
-        return Path(env).resolve()
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "params").is_dir():
-            return folder
-    return cwd
-
-
-def shown_path(path: Path) -> str:
-    """A path as a command in the project folder takes it: relative when inside it."""
-    root = project_root()
-    return str(path.relative_to(root) if path.is_relative_to(root) else path)
-
-
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else project_root() / path
 
 
 def parse_value(text: str) -> Any:
@@ -693,16 +668,38 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
+@dataclass(frozen=True)
+class Profile:
+    """A profile read with its overrides: `sections` (what papermill injects into the
+    notebooks), `overrides` (as given, values parsed) and the validated `cfg`."""
+
+    sections: dict[str, Any]
+    overrides: dict[str, Any]
+    cfg: StudyConfig
+
+
+def load_profile(
+    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> Profile:
+    """Load `params/<profile>.yaml` and apply dotted overrides: the one way every command
+    reads a profile."""
+    given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    sections = apply_overrides(read_yaml(path), given)
+    return Profile(sections, given, build_config(sections))
+
+
 def load_config(
     path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
 ) -> StudyConfig:
-    """Load `params/<profile>.yaml` and apply dotted overrides."""
-    return build_config(read_yaml(path), overrides)
+    """The validated config of `params/<profile>.yaml` with dotted overrides."""
+    return load_profile(path, overrides).cfg
 
 
 def from_notebook(namespace: Mapping[str, Any]) -> StudyConfig:
     """The config of a notebook run: the sections papermill injected (`-f params/x.yaml`),
-    or the `profile` path when none were, plus the notebook's `overrides` dict."""
+    or the `profile` path when none were, plus the notebook's `overrides` dict. A run
+    starts here in each kernel: the expected library messages are filtered from now on."""
+    quiet.install()
     sections = {key: namespace[key] for key in SECTIONS if namespace.get(key) is not None}
     overrides = namespace.get("overrides") or {}
     seed = namespace.get("generator_seed")

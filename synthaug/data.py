@@ -96,6 +96,7 @@ class HubSource:
     """A Hugging Face `datasets` dataset: a hub id, or a folder written by `save_to_disk`."""
 
     def __init__(self, src: DataSource, classes: list[str] | None) -> None:
+        # deferred: datasets is imported only for a hub or save_to_disk source
         import datasets
 
         dataset = load_hub_dataset(src)

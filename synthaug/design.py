@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from synthaug.config import StudyConfig, StudySection
 from synthaug.data import DataError, Manifest, spread
-from synthaug.metrics import nested_interval_columns
+from synthaug.metrics import nested_interval_columns, number_metric
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,10 @@ def by_pair(cells: list[dict], arm: str = "lora") -> dict[tuple[int, int], list[
 
 
 def runs_interval(runs: list[dict], key: str, name: str | None = None) -> dict[str, float]:
-    """The mean of `key` over finished runs of one training set and its 95% CI over the
-    generator seeds where there are several (`metrics.nested_interval_columns`)."""
+    """The mean of the number metric `key` over finished runs of one training set and its
+    95% CI over the generator seeds where there are several
+    (`metrics.nested_interval_columns`); a table metric is refused by name."""
+    number_metric(key)
     groups: dict[int, list[float]] = {}
     for metrics in runs:
         groups.setdefault(cell_generator_seed(metrics), []).append(metrics[key])

@@ -78,6 +78,7 @@ def onnx_state_dict(path: Path) -> dict[str, torch.Tensor]:
     constant-folded into a class part (1, 1, D) feeding a Concat and a patch part
     (1, N, D) feeding a Reshape; they are concatenated back.
     """
+    # deferred: onnx is optional: only the offline DINOv2 conversion needs it
     import onnx
     from onnx import numpy_helper
 
@@ -120,6 +121,7 @@ def _model_name(key: str, expected: set[str]) -> str:
 
 def convert(path: Path) -> Dinov2Model:
     """A `Dinov2Model` holding the ONNX backbone's weights; every parameter accounted for."""
+    # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
     from transformers import Dinov2Config, Dinov2Model
 
     model = Dinov2Model(Dinov2Config(**CONFIG))
@@ -143,6 +145,7 @@ def convert(path: Path) -> Dinov2Model:
 
 def save_converted(folder: Path, path: Path | None = None) -> None:
     """Convert and `save_pretrained` the model and a DINOv2 image processor into `folder`."""
+    # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
     from transformers import BitImageProcessor
 
     convert(path or onnx_path()).save_pretrained(folder)

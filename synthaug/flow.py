@@ -46,6 +46,7 @@ def encode_class_prompts(cfg: StudyConfig, pipe, labels: list[str]) -> dict[str,
 def sample_sigmas(kind: str, batch: int, generator: torch.Generator, shift: float) -> torch.Tensor:
     """Flow-matching times in (0, 1), drawn on the CPU: logit-normal (SD3/FLUX trainers),
     uniform, or logit-normal shifted toward noise by the scheduler's `shift`."""
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
     scheme = "none" if kind == "uniform" else "logit_normal"

@@ -37,11 +37,11 @@ from synthaug.io import (
     sha256_file,
     write_csv,
 )
-from synthaug.machinery import provenance
-from synthaug.machinery.compiling import compile_blocks
-from synthaug.machinery.progress import Progress
 from synthaug.models import base_name, default_device, weight_dtype
 from synthaug.pretrain import base_model_source
+from synthaug.runtime import provenance
+from synthaug.runtime.compiling import compile_blocks
+from synthaug.runtime.progress import Progress
 
 log = logging.getLogger(__name__)
 FIELDS = (

@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`."""
@@ -107,8 +110,6 @@ def safetensors_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a safetensors file's content: its metadata and every tensor (name, dtype,
     shape, bytes). Unlike the file's own hash it is the same in every process: safetensors
     writes its metadata map in hash order."""
-    import torch
-    from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
         digest = hashlib.sha256(json.dumps(handle.metadata(), sort_keys=True).encode())

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import prodigyopt
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save
@@ -39,12 +40,13 @@ from synthaug.data import ImageLoader, prepare_data
 from synthaug.families import GeneratorFamily, family_named
 from synthaug.flow import encode_class_prompts, flow_matching_loss, step_seed
 from synthaug.io import atomic_write_bytes, read_json, record_settings, write_csv, write_json
-from synthaug.machinery import provenance, tracking
-from synthaug.machinery.compiling import compile_blocks
-from synthaug.machinery.progress import Progress
 from synthaug.models import base_name, compute_devices, make_accelerator, weight_dtype
 from synthaug.paths import LORA_WEIGHTS
 from synthaug.pretrain import base_model_source
+from synthaug.prodigy import Prodigy
+from synthaug.runtime import provenance, tracking
+from synthaug.runtime.compiling import compile_blocks
+from synthaug.runtime.progress import Progress
 from synthaug.vocab import PROMPT_WORDS
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ def _save_lora(family: GeneratorFamily, transformer, folder: Path) -> Path:
     process (peft keeps the targets in a set). (Converting it to the older
     diffusers `lora.down/up` naming would make the loader drop every attention
     projection; leaving out the metadata makes it assume alpha = rank: both tested.)"""
+    # deferred: peft is imported only by the LoRA's stages
     from peft.utils import get_peft_model_state_dict
 
     layers = get_peft_model_state_dict(transformer)
@@ -150,12 +153,8 @@ def _read_checkpoint(out: Path) -> dict | None:
 def _make_optimizer(cfg: StudyConfig, params: list[torch.nn.Parameter]):
     g = cfg.generator
     if g.optimizer in ("prodigy", "prodigy_reference"):
-        if g.optimizer == "prodigy":
-            from synthaug.prodigy import Prodigy
-        else:
-            from prodigyopt import Prodigy
-
-        return Prodigy(
+        prodigy = Prodigy if g.optimizer == "prodigy" else prodigyopt.Prodigy
+        return prodigy(
             params,
             lr=g.learning_rate,
             weight_decay=g.weight_decay,
@@ -200,6 +199,7 @@ def build_encoding_cache(
 ) -> None:
     """Encode the LoRA-training images and prompts with the VAE and text encoders alone
     (the transformer is not loaded), write the tensors to `path`, then free the encoders."""
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     from diffusers.training_utils import free_memory
 
     family = family_named(cfg.generator.family)
@@ -299,6 +299,7 @@ def _record_and_locate(cfg: StudyConfig) -> tuple[list, str]:
 def _prepare(cfg: StudyConfig, records: list, source: str) -> _Run:
     """The accelerator, the encoding cache, the transformer with its LoRA, the optimizer
     and the learning-rate schedule."""
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     from diffusers.optimization import get_scheduler
 
     g = cfg.generator
@@ -353,6 +354,7 @@ def _encoding_cache(cfg: StudyConfig, accelerator, source: str, records, bench: 
 def _transformer_with_lora(cfg: StudyConfig, family: GeneratorFamily, source: str):
     """The frozen transformer with the LoRA added (its A matrices seeded by
     `generator.seed`) in fp32, checkpointing and compilation as the config says."""
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
@@ -381,6 +383,7 @@ def _resume(run: _Run) -> None:
     """Continue from the run's checkpoint, if it has one."""
     if (state := _read_checkpoint(run.cfg.paths.lora)) is None:
         return
+    # deferred: peft is imported only by the LoRA's stages
     from peft.utils import set_peft_model_state_dict
 
     set_peft_model_state_dict(run.transformer, state["lora"])
@@ -445,6 +448,7 @@ def _step(run: _Run, rows: torch.Tensor, epoch: int) -> float:
 
 def _save_checkpoint(run: _Run) -> None:
     """The LoRA, optimizer, schedule, step and losses (the first process writes them)."""
+    # deferred: peft is imported only by the LoRA's stages
     from peft.utils import get_peft_model_state_dict
 
     if run.main:

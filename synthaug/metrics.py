@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -87,20 +88,40 @@ def per_class_accuracy(probs: np.ndarray, y_true: np.ndarray, classes: list[str]
     }
 
 
-# Every per-cell metric, computed from a cell's test probabilities, its true labels and
-# the class names. A cell saves its probabilities, so a metric added here reaches every
-# finished cell (`CellRunner.metrics`) without training anything again.
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray, list[str]], object]] = {
-    "accuracy": lambda p, y, _c: float((p.argmax(axis=1) == y).mean()),
-    "macro_f1": lambda p, y, c: macro_f1(confusion(y, p.argmax(axis=1), len(c))),
-    "loss": lambda p, y, _c: cross_entropy(p, y),
-    "mse": lambda p, y, _c: paper_mse(y, p.argmax(axis=1)),
-    "brier": lambda p, y, _c: brier(p, y),
-    "mse_readings": lambda p, y, _c: mse_readings(p, y),
-    "per_class_accuracy": per_class_accuracy,
-    "confusion": lambda p, y, c: confusion(y, p.argmax(axis=1), len(c)).tolist(),
-    "n_test": lambda _p, y, _c: int(len(y)),
+@dataclass(frozen=True)
+class Metric:
+    """One per-cell metric, computed from a cell's test probabilities (images x classes),
+    its true labels and the class names. `kind` is what it returns: a `number` (a float or
+    count, which the analysis averages over seeds with an interval) or a `table` (a dict
+    or nested list, per class or per pair of classes, which the analysis shows as it is)."""
+
+    compute: Callable[[np.ndarray, np.ndarray, list[str]], float | int | dict | list]
+    kind: Literal["number", "table"]
+
+
+# Every per-cell metric. A cell saves its probabilities, so a metric added here reaches
+# every finished cell (`classify.results.read_cell`) without training anything again.
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(lambda p, y, _c: float((p.argmax(axis=1) == y).mean()), "number"),
+    "macro_f1": Metric(lambda p, y, c: macro_f1(confusion(y, p.argmax(axis=1), len(c))), "number"),
+    "loss": Metric(lambda p, y, _c: cross_entropy(p, y), "number"),
+    "mse": Metric(lambda p, y, _c: paper_mse(y, p.argmax(axis=1)), "number"),
+    "brier": Metric(lambda p, y, _c: brier(p, y), "number"),
+    "mse_readings": Metric(lambda p, y, _c: mse_readings(p, y), "table"),
+    "per_class_accuracy": Metric(per_class_accuracy, "table"),
+    "confusion": Metric(lambda p, y, c: confusion(y, p.argmax(axis=1), len(c)).tolist(), "table"),
+    "n_test": Metric(lambda _p, y, _c: int(len(y)), "number"),
 }
+
+
+def number_metric(name: str) -> str:
+    """`name`, checked to be a registered metric that returns a number (what an interval
+    over seeds can be taken of)."""
+    metric = METRICS.get(name)
+    if metric is None or metric.kind != "number":
+        numbers = sorted(n for n, m in METRICS.items() if m.kind == "number")
+        raise KeyError(f"{name!r} is not a number metric of metrics.METRICS; those are {numbers}")
+    return name
 
 
 def classification_report(
@@ -109,7 +130,7 @@ def classification_report(
     """The registry's metrics (all, or those in `names`) from predicted probabilities and
     true labels."""
     return {
-        name: metric(probs, y_true, classes)
+        name: metric.compute(probs, y_true, classes)
         for name, metric in METRICS.items()
         if names is None or name in names
     }
@@ -128,6 +149,7 @@ class Interval:
 def mean_ci(values: list[float], level: float = 0.95) -> Interval:
     """The mean with scipy's Student-t interval (bounds NaN for one value, the mean itself
     when every value is equal)."""
+    # deferred: scipy is imported only for the Fréchet distance
     from scipy import stats
 
     data = np.asarray(values, dtype=float)

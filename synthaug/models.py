@@ -18,6 +18,7 @@ from synthaug.attention import avoid_cudnn_attention
 from synthaug.config import TINY, ClassifierConfig, TinyVitConfig, config_hash
 from synthaug.io import build_once
 from synthaug.sources import CHECKOUT
+from synthaug.timm_backbone import TINY_TIMM, is_timm, timm_source, tiny_timm_dir
 
 DINOV2_OFFLINE = "dinov2-small-offline"
 # Part of every tiny base's cache key: bump it when `synthaug.vocab` changes the tokenizers.
@@ -39,6 +40,7 @@ def make_accelerator(mixed_precision: str, **options):
     singleton that refuses a second precision, so it is cleared first (one process may train
     the bf16 LoRA and an fp32 classifier: a test session, a notebook kernel); the
     distributed state (`PartialState`) is kept."""
+    # deferred: accelerate is imported only to build a model on the meta device
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -95,6 +97,7 @@ def tiny_vit_dir(cfg: TinyVitConfig, image_size: int) -> Path:
         )
 
     def build(folder: Path) -> None:
+        # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
         from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
         torch.manual_seed(cfg.seed)
@@ -126,7 +129,6 @@ def classifier_source(cfg: ClassifierConfig) -> str:
     """What the classifier loads: a hub id or local folder (transformers or timm), the tiny
     ViT (`tiny`), the tiny timm ViT (`tiny-timm`) or the offline DINOv2-small
     (`dinov2-small-offline`)."""
-    from synthaug.timm_backbone import TINY_TIMM, timm_source, tiny_timm_dir
 
     if cfg.model == TINY:
         return str(tiny_vit_dir(cfg.tiny, cfg.image_size))
@@ -141,6 +143,5 @@ def classifier_source(cfg: ClassifierConfig) -> str:
 
 def backbone_kind(name: str) -> str:
     """`timm` or `transformers`: which library builds `classifier.model`."""
-    from synthaug.timm_backbone import is_timm
 
     return "timm" if is_timm(name) else "transformers"

@@ -18,7 +18,68 @@ provenance/<task>.json          package versions and resolved config per task
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+
+def project_root() -> Path:
+    """The folder relative paths in a profile are read from.
+
+    `SYNTHAUG_ROOT` if set; else the nearest folder at or above the working directory
+    that holds `params/` (so a notebook opened from `notebooks/` resolves like the CLI).
+    """
+    if env := os.environ.get("SYNTHAUG_ROOT"):
+        return Path(env).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "params").is_dir():
+            return folder
+    return cwd
+
+
+TMPDIR = "$TMPDIR/"  # how `shown` writes the temporary folder, and `resolve_path` reads it
+
+
+def shown(value: object, run_dir: Path | None = None) -> object:
+    """A value as a report page shows it: every value a page shows passes through here.
+
+    A path, or a string holding paths, loses what names this machine: inside `run_dir`
+    it is relative to the run folder, inside the project relative to the project (as a
+    command run there takes it), under the home folder `~/...`, under the temporary
+    folder `$TMPDIR/...`. Any other value is returned as it is."""
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        return value
+    for folder, prefix in _machine_folders(run_dir):
+        if value == folder:
+            return prefix.rstrip("/") or "."
+        value = value.replace(f"{folder}/", prefix)
+    return value
+
+
+def _machine_folders(run_dir: Path | None) -> list[tuple[str, str]]:
+    """The folders `shown` shortens, the most specific first, with what replaces them."""
+    folders = [
+        (run_dir, ""),
+        (project_root(), ""),
+        (Path.home(), "~/"),
+        (Path(tempfile.gettempdir()), TMPDIR),
+    ]
+    return [(str(folder), prefix) for folder, prefix in folders if folder is not None]
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A path as a profile or page gives it: `~/...` under the home folder, `$TMPDIR/...`
+    under the temporary folder (as `shown` writes them), else absolute or relative to the
+    project root."""
+    text = str(path)
+    if text.startswith(TMPDIR):
+        return Path(tempfile.gettempdir()) / text.removeprefix(TMPDIR)
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
 
 # The file name diffusers' `save_lora_weights` writes and `load_lora_weights` reads.
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"

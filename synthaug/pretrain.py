@@ -31,9 +31,9 @@ from synthaug.data import decode_image, open_source
 from synthaug.families import family_named
 from synthaug.flow import flow_matching_loss, step_seed
 from synthaug.io import build_once, write_json
-from synthaug.machinery.progress import Progress
-from synthaug.machinery.provenance import cpu_model
 from synthaug.models import TOKENIZERS_VERSION, cache_root
+from synthaug.runtime.progress import Progress
+from synthaug.runtime.provenance import cpu_model
 from synthaug.sources import local_model, locate
 from synthaug.vocab import caption_words
 
@@ -143,6 +143,7 @@ def _as_float(pixels: torch.Tensor) -> torch.Tensor:
 
 def warmup_cosine(optimizer, steps: int):
     """Linear warm-up over the first 3% of the steps, then cosine decay to zero."""
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     from diffusers.optimization import get_scheduler
 
     return get_scheduler(

@@ -10,12 +10,24 @@ gated model without a token) fails here first, with one message that names the f
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthaug.config import DataSource, project_root, resolve_path
+import huggingface_hub
+from huggingface_hub import constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+)
+from PIL import Image
+
+from synthaug.config import DataSource
+from synthaug.paths import project_root, resolve_path
 
 DATA_ENV = "SYNTHAUG_DATA"
 # The checkout synthaug is installed from (`pip install -e .`): the models it ships lie
@@ -81,7 +93,6 @@ def _how_to_provide(src: DataSource) -> str:
 
 
 def hub_offline() -> bool:
-    from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
 
@@ -90,6 +101,7 @@ def load_hub_dataset(src: DataSource) -> Any:
     """The split as a `datasets.Dataset`: from a `save_to_disk` folder, or from the hub
     (downloaded once, with `datasets`' progress bars, into its cache). Offline with nothing
     cached, an unknown id or a gated one: a `SourceError` that says what to do."""
+    # deferred: datasets is imported only for a hub or save_to_disk source
     import datasets
 
     assert src.hub_id is not None
@@ -132,16 +144,9 @@ def check_model(repo: str, what: str, config_file: str) -> Path:
     token."""
     if folder := local_model(repo):
         return folder / config_file
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
 
     try:
-        return Path(hf_hub_download(repo, config_file))
+        return Path(huggingface_hub.hf_hub_download(repo, config_file))
     except GatedRepoError:
         raise SourceError(
             f"{what} {repo} is gated: accept its licence on https://huggingface.co/{repo}, "
@@ -164,10 +169,9 @@ def materialize(src: DataSource, dest: Path, per_class: int | None = None) -> Pa
     """The hub dataset as an ImageFolder `dest/<class>/<row>.<ext>`, at most `per_class`
     images a class, streamed (the download stops once every class has its images). For
     the test suite on a machine with no local copy; done once (`dest/.complete`)."""
-    import io
 
+    # deferred: datasets is imported only for a hub or save_to_disk source
     import datasets
-    from PIL import Image
 
     if (dest / ".complete").exists():
         return dest
@@ -192,6 +196,7 @@ def materialize(src: DataSource, dest: Path, per_class: int | None = None) -> Pa
 
 def _stream(src: DataSource) -> Any:
     """The split as an `IterableDataset` (a `save_to_disk` folder, or the hub, streamed)."""
+    # deferred: datasets is imported only for a hub or save_to_disk source
     import datasets
 
     assert src.hub_id is not None

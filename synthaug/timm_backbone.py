@@ -45,6 +45,7 @@ class TimmClassifier(nn.Module):
         return next(self.parameters()).dtype
 
     def forward(self, pixel_values: torch.Tensor):
+        # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
         from transformers.modeling_outputs import ImageClassifierOutput
 
         return ImageClassifierOutput(logits=self.timm(pixel_values))
@@ -68,6 +69,7 @@ def load_timm(source: str, n_classes: int, image_size: int) -> tuple[TimmClassif
     """The pretrained model with a new `n_classes` head, and its data config (mean, std,
     input size). A profile's `classifier.image_size` other than the model's fixed input
     size stops here, naming the size to set."""
+    # deferred: timm is imported only for a timm backbone
     import timm
 
     model = timm.create_model(source, pretrained=True, num_classes=n_classes)
@@ -93,6 +95,7 @@ def tiny_timm_dir(cfg: TinyVitConfig, image_size: int, cache: Path) -> Path:
     }
 
     def build(folder: Path) -> None:
+        # deferred: timm is imported only for a timm backbone
         import timm
         from timm.models import save_for_hf
 

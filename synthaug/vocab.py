@@ -17,9 +17,12 @@ import math
 import re
 import string
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from tokenizers import pre_tokenizers
-from transformers import CLIPTokenizer, Qwen2TokenizerFast, T5Tokenizer
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer, Qwen2TokenizerFast, T5Tokenizer
 
 CLIP_SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 T5_SPECIAL = ["<pad>", "</s>", "<unk>"]
@@ -122,6 +125,9 @@ def train_clip_tokenizer(vocab_size: int) -> CLIPTokenizer:
     """A byte-level BPE with CLIP's pre-tokenizer, normalizer and `</w>` word ends. As in
     CLIP's own vocabulary, every byte symbol exists alone and word-final (`x` and `x</w>`),
     so no text has unknown tokens; `vocab_size` counts the merged tokens on top of those."""
+    # deferred: transformers takes seconds to import; only a tiny stand-in needs it
+    from transformers import CLIPTokenizer
+
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     merges = bpe_merges(corpus_words(), max(0, vocab_size - len(CLIP_SPECIAL) - len(alphabet)))
     tokens = [*CLIP_SPECIAL, *alphabet, *(f"{a}</w>" for a in alphabet)]
@@ -137,6 +143,9 @@ def train_t5_tokenizer(vocab_size: int) -> T5Tokenizer:
     """A unigram (SentencePiece-style) tokenizer with T5's pad/eos/unk ids 0/1/2: the
     corpus's words as whole pieces (scored by frequency, at most `vocab_size` pieces in
     all), and every printable ASCII character, alone and word-initial, for anything else."""
+    # deferred: transformers takes seconds to import; only a tiny stand-in needs it
+    from transformers import T5Tokenizer
+
     words = corpus_words()
     total = sum(words.values())
     chars = [f"{META}{c}" for c in PRINTABLE if c != " "] + [META, *PRINTABLE]
@@ -152,6 +161,9 @@ def train_qwen_tokenizer(vocab_size: int) -> Qwen2TokenizerFast:
     """A byte-level BPE laid out like Qwen3's: the 256 byte symbols, merges learnt from the
     corpus's words with and without the leading byte-space, Qwen's special tokens and its
     chat template (so `apply_chat_template(..., enable_thinking=False)` works as for Qwen3)."""
+    # deferred: transformers takes seconds to import; only a tiny stand-in needs it
+    from transformers import Qwen2TokenizerFast
+
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     words = corpus_words()
     spaced = Counter({BYTE_SPACE + w: n for w, n in words.items()}) + words

@@ -122,7 +122,7 @@ def test_arms_side_by_side_and_real_only_cells_shared() -> None:
 def test_real_equivalent_reads_the_real_only_curve_in_log_count() -> None:
     import numpy as np
 
-    from synthaug.efficiency import real_equivalent
+    from synthaug.analysis.efficiency import real_equivalent
 
     counts, curve = np.array([1, 4, 16]), np.array([0.2, 0.4, 0.6])
     assert real_equivalent(counts, curve, 0.4) == pytest.approx(4)
@@ -137,7 +137,7 @@ def test_real_equivalent_reads_the_real_only_curve_in_log_count() -> None:
 
 
 def test_sample_efficiency_table_and_text() -> None:
-    from synthaug.efficiency import efficiency_text, sample_efficiency
+    from synthaug.analysis.efficiency import efficiency_text, sample_efficiency
 
     cfg = load_config(
         ROOT / "params/smoke.yaml",

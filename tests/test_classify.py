@@ -1,22 +1,21 @@
 import csv
 import shutil
 from collections import Counter
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from synthaug.classify import (
-    Backbone,
-    CellRunner,
-    DeviceImages,
-    FeatureCache,
-    feature_cache_path,
-    run_cell,
-    sample_balanced,
-)
-from synthaug.config import load_config
+from synthaug.classify import CellRunner, run_cell
+from synthaug.classify.backbone import Backbone
+from synthaug.classify.batches import DeviceImages
+from synthaug.classify.features import FeatureCache, feature_cache_path
+from synthaug.classify.results import finished_cells, is_done, read_cell
+from synthaug.classify.sampling import sample_balanced
+from synthaug.classify.trainers import TRAINERS
+from synthaug.config import ClassifierConfig, load_config
 from synthaug.data import DataError, prepare_data
 from synthaug.design import Cell, default_real_count, study_cells
 from synthaug.io import SettingsMismatch
@@ -112,7 +111,7 @@ def test_mix_cell_trains_writes_metrics_and_skips_on_rerun(tmp_path, ucmerced) -
     changed = smoke_config(tmp_path, **{"classifier.epochs": 2})
     with pytest.raises(SettingsMismatch, match=r"config_hash differ.*new `name`, or delete"):
         run_cell(changed, 10, None, 0)  # other settings never overwrite a result
-    assert not CellRunner(changed).is_done(Cell(10, 10, 0))
+    assert not is_done(changed, Cell(10, 10, 0))
     assert path.stat().st_mtime_ns == stamp
 
 
@@ -257,7 +256,7 @@ def test_features_are_computed_only_for_the_images_the_cells_draw(tmp_path, ucme
 def test_a_timm_backbone_trains_a_cell_in_either_mode(mode, tmp_path, ucmerced) -> None:
     """`classifier.model: tiny-timm`: a timm ViT saved as timm saves hub checkpoints, loaded
     with `create_model("local-dir:...")`, its data config's normalisation, a new head."""
-    from synthaug.classify import Backbone
+    from synthaug.classify.backbone import Backbone
     from synthaug.timm_backbone import TimmClassifier
 
     cfg = smoke_config(
@@ -316,7 +315,7 @@ def test_the_analysis_page_computes_each_part_only_when_a_cell_shows_it_and_once
 
     study = page.open_study(cfg)
     with monkeypatch.context() as patched:
-        patched.setattr("synthaug.classify.Backbone", refuse)
+        patched.setattr("synthaug.classify.cells.Backbone", refuse)
         patched.setattr(quality, "vae_roundtrip", refuse)
         assert list(page.table2(study).index) == ["10 : 10"]
         assert "best mix, 10 generated + 10 real" in page.answer(study).data
@@ -348,14 +347,18 @@ def test_a_metric_added_later_reaches_finished_cells_without_training(
     def top2(probs, y_true, _classes):
         return float((np.argsort(probs, axis=1)[:, -2:] == y_true[:, None]).any(axis=1).mean())
 
-    monkeypatch.setitem(metrics.METRICS, "top2_accuracy", top2)
+    monkeypatch.setitem(metrics.METRICS, "top2_accuracy", metrics.Metric(top2, "number"))
     monkeypatch.setattr(
-        "synthaug.classify.train_linear_head", lambda *a, **k: pytest.fail("retrained")
+        "synthaug.classify.linear_probe.train_linear_head", lambda *a, **k: pytest.fail("retrained")
     )
-    read = CellRunner(cfg).metrics(cell)
+    read = read_cell(cfg, cell)
     assert saved["accuracy"] <= read["top2_accuracy"] <= 1.0
     assert read["accuracy"] == saved["accuracy"]  # saved metrics are kept as they were
     assert path.stat().st_mtime_ns == stamp
-    from synthaug.analysis.tables import collect
+    assert all("top2_accuracy" in m for m in finished_cells(cfg))
 
-    assert all("top2_accuracy" in m for m in collect(CellRunner(cfg)))
+
+def test_every_classifier_mode_has_its_trainer() -> None:
+    """`classifier.mode`'s values and the trainer registry `run_cell` looks up are the same."""
+    modes = get_args(ClassifierConfig.model_fields["mode"].annotation)
+    assert sorted(TRAINERS) == sorted(modes)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthaug.classify import Backbone
+from synthaug.classify.backbone import Backbone
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.flow import flow_matching_loss
 from synthaug.lora import encode_training_set, lora_targets
-from synthaug.machinery.compiling import compile_blocks, repeated_blocks
 from synthaug.pretrain import base_model_source
+from synthaug.runtime.compiling import compile_blocks, repeated_blocks
 
 from .conftest import load_pipeline, smoke_config
 

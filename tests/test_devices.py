@@ -6,7 +6,8 @@ exists the same tests also run on it for real."""
 import pytest
 import torch
 
-from synthaug.classify import Backbone, classifier_step
+from synthaug.classify.backbone import Backbone
+from synthaug.classify.fine_tune import classifier_step
 from synthaug.data import ImageLoader, prepare_data
 from synthaug.families import family_named
 from synthaug.flow import flow_matching_loss

@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from synthaug.machinery.stages import STAGES
+
 from .conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -35,3 +37,15 @@ def test_every_relative_link_resolves(page) -> None:
 
 def test_the_readme_is_short() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_the_readmes_stage_table_is_the_declared_stages() -> None:
+    """Each stage of `STAGES` has its row in "How a run works", in order, with its notebook
+    and package (the data row above them is every notebook's first step, not a stage)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| stage | notebook | package |") :].split("\n\n")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    stages = [row for row in rows if row[0] != "data"]
+    assert [row[0] for row in stages] == [stage.name for stage in STAGES]
+    for row, stage in zip(stages, STAGES, strict=True):
+        assert (stage.notebook or "") in row[1] and f"`{stage.package}`" in row[2], row

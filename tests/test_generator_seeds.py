@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from synthaug.analysis.answer import headline
-from synthaug.analysis.tables import collect, table2
-from synthaug.classify import CellRunner
+from synthaug.analysis.tables import table2
+from synthaug.classify.results import finished_cells
 from synthaug.config import ConfigError, from_notebook, load_config
 from synthaug.design import study_cells
 from synthaug.io import read_csv, read_json, safetensors_digest
@@ -77,7 +77,7 @@ def test_two_generator_seeds_end_to_end(tmp_path) -> None:
     means = [np.mean([m["accuracy"] for m in mix[:2]]), np.mean([m["accuracy"] for m in mix[2:]])]
     assert not cfg.paths.cell_metrics("gen0-real10-g1-seed0").parent.exists()
 
-    row = table2(cfg, collect(CellRunner(cfg))).set_index("n_generated").loc[10]
+    row = table2(cfg, finished_cells(cfg)).set_index("n_generated").loc[10]
     assert row.accuracy_generator_seeds == 2
     assert (row.accuracy_ci_low, row.accuracy_ci_high) == pytest.approx(
         (mean_ci(means).low, mean_ci(means).high)

@@ -3,7 +3,9 @@ import math
 import numpy as np
 import pytest
 
+from synthaug.design import runs_interval
 from synthaug.metrics import (
+    METRICS,
     brier,
     classification_report,
     cross_entropy,
@@ -14,6 +16,19 @@ from synthaug.metrics import (
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
 TRUE = np.array([0, 1, 1, 2])  # predictions: 0, 2, 1, 2 -> one mistake (1 predicted as 2)
+
+
+def test_each_metric_returns_what_the_registry_says() -> None:
+    """A `number` metric gives a float or count, a `table` one a dict or list; the analysis
+    takes intervals of the numbers only and names the metric it refuses."""
+    report = classification_report(PROBS, TRUE, ["a", "b", "c"])
+    for name, metric in METRICS.items():
+        expected = (int, float) if metric.kind == "number" else (dict, list)
+        assert isinstance(report[name], expected), name
+    runs = [{"cell": {"generator_seed": 0}, **report}] * 2
+    assert runs_interval(runs, "accuracy")["accuracy"] == 0.75
+    with pytest.raises(KeyError, match="'confusion' is not a number metric"):
+        runs_interval(runs, "confusion")
 
 
 def test_report_against_hand_computed_values() -> None:

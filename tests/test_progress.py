@@ -4,7 +4,7 @@ import io
 import time
 
 from synthaug.io import write_json
-from synthaug.machinery.progress import LiveStatus, Progress, clock
+from synthaug.runtime.progress import LiveStatus, Progress, clock
 
 
 def test_a_log_gets_a_line_per_tenth_not_per_step(capsys) -> None:

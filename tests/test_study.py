@@ -2,7 +2,9 @@
 
 import json
 import re
+import tempfile
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from synthaug.machinery.study import (
     list_tasks,
     run_study,
 )
+from synthaug.paths import shown
 
 from .conftest import ROOT, SMALL_SMOKE, cell_results, smoke_config
 
@@ -111,9 +114,32 @@ def test_klein_smoke_study_runs_end_to_end_and_names_its_models(tmp_path, ucmerc
     assert "Classifier: tiny (transformers, linear probe)" in front
     assert "Show code cell source" not in html  # no parameter toggles on the front page
     page = re.sub(r"<[^>]+>", "", (cfg.paths.book_index.parent / "02_generate.html").read_text())
-    assert f"-f {cfg.paths.config} --stage generate --rebuild" in page  # this run's profile
+    assert f"-f {shown(cfg.paths.config)} --stage generate --rebuild" in page  # its profile
     assert "'dir':" not in page and "generated_now" in page  # a table, not a raw dict
     assert f"{cfg.run_dir}/generated" not in page  # paths relative to the run folder
+
+
+def _shown_text(path: Path) -> str:
+    """A kept notebook's or a built page's text, a notebook's images left out."""
+    if path.suffix != ".ipynb":
+        return path.read_text()
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            output["data"] = {k: v for k, v in data.items() if not k.startswith("image/")}
+    return json.dumps(notebook)
+
+
+def test_no_kept_notebook_or_page_names_a_machine_folder(smoke_study) -> None:
+    """The home folder, the run's absolute path and the temporary folder (where this run
+    lives) appear in no executed notebook and no page of the book."""
+    cfg = smoke_config(smoke_study[0])
+    folders = [f"{Path.home()}/", str(cfg.run_dir), f"{tempfile.gettempdir()}/"]
+    pages = [*cfg.paths.notebooks.glob("*.ipynb"), *cfg.paths.book_index.parent.glob("*.html")]
+    assert len(pages) > 90  # 50 notebooks, 50 pages and the book's own
+    found = {f"{p.name}: {f}" for p in pages for f in folders if f in _shown_text(p)}
+    assert not found, sorted(found)[:10]
 
 
 def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
@@ -122,12 +148,13 @@ def test_rebuild_redraws_one_stage_from_the_finished_run(smoke_study) -> None:
     tmp_path = smoke_study[0]
     cfg = smoke_config(tmp_path)
     page = (cfg.paths.book / "reproduce.md").read_text()
-    command = "synthaug run -f " + str(cfg.paths.config) + " --stage analysis --rebuild"
+    config = shown(cfg.paths.config)  # `$TMPDIR/...`: the page names no machine folder
+    command = f"synthaug run -f {config} --stage analysis --rebuild"
     assert f"| Table 2 · Accuracy and mse per mix | 04_analysis | `{command}` |" in page
     assert "| torch | " + metadata.version("torch") + " |" in page
     before = cfg.paths.executed("04_analysis").stat().st_mtime
     cells_before = {p: p.stat().st_mtime for p in cfg.paths.cells.glob("*/metrics.json")}
-    redone = run_study(cfg.paths.config, stage="analysis", rebuild=True, echo=lambda _line: None)
+    redone = run_study(config, stage="analysis", rebuild=True, echo=lambda _line: None)
     assert [t.name for t in redone] == ["04_analysis"]
     assert cfg.paths.executed("04_analysis").stat().st_mtime > before
     assert {p: p.stat().st_mtime for p in cells_before} == cells_before  # nothing retrained

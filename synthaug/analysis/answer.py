@@ -8,21 +8,23 @@ import numpy as np
 import pandas as pd
 
 from synthaug.analysis.intervals import VERDICT, compare, covers, interval, interval_text
-from synthaug.analysis.tables import baselines, collect, table2
-from synthaug.classify import CellRunner
+from synthaug.analysis.tables import baselines, table2
+from synthaug.classify.results import finished_cells
 from synthaug.config import StudyConfig
+from synthaug.data import prepare_data
+from synthaug.families import family_named
+from synthaug.models import backbone_kind
+from synthaug.paths import shown
 
 
 def models_used(cfg: StudyConfig) -> str:
     """One paragraph naming the generator family and base, and the classifier backbone in
     whose features the quality metrics are measured."""
-    from synthaug.families import family_named
-    from synthaug.models import backbone_kind
 
     family = family_named(cfg.generator.family)
-    backbone = cfg.classifier.model
+    backbone, base = cfg.classifier.model, shown(cfg.generator.base_model)
     return (
-        f"Generator: {family.title} (`{family.pipeline_class}`), base `{cfg.generator.base_model}`"
+        f"Generator: {family.title} (`{family.pipeline_class}`), base `{base}`"
         f", one LoRA for all classes. Classifier: `{backbone}` ({backbone_kind(backbone)}, "
         f"{cfg.classifier.mode.replace('_', ' ')}); the Fréchet distance, precision, recall, "
         "density, coverage and nearest-neighbour distances are measured in its features."
@@ -31,9 +33,8 @@ def models_used(cfg: StudyConfig) -> str:
 
 def headline(cfg: StudyConfig) -> list[str]:
     """The study's answer in a few lines, from the finished cells alone (no model loaded)."""
-    runner = CellRunner(cfg)
-    cells = collect(runner)
-    return answer(table2(cfg, cells), baselines(cfg, cells), len(runner.classes))
+    cells = finished_cells(cfg)
+    return answer(table2(cfg, cells), baselines(cfg, cells), len(prepare_data(cfg).classes))
 
 
 def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:

@@ -15,9 +15,11 @@ from functools import cached_property
 import pandas as pd
 
 from synthaug.analysis import paper_mse, quality, tables
+from synthaug.analysis.efficiency import sample_efficiency
 from synthaug.classify import CellRunner
+from synthaug.classify.results import finished_cells
 from synthaug.config import StudyConfig
-from synthaug.efficiency import sample_efficiency
+from synthaug.data import prepare_data
 
 
 def _from_cells(table: Callable[[StudyConfig, list[dict]], pd.DataFrame]) -> cached_property:
@@ -33,17 +35,18 @@ class Study:
 
     @cached_property
     def runner(self) -> CellRunner:
-        """One backbone and one feature cache for every table (the backbone loads on use)."""
+        """One backbone and one feature cache for the parts that need features (the
+        backbone loads on use)."""
         return CellRunner(self.cfg)
 
-    @property
+    @cached_property
     def n_classes(self) -> int:
-        return len(self.runner.classes)
+        return len(prepare_data(self.cfg).classes)
 
     @cached_property
     def cells(self) -> list[dict]:
-        """The metrics of every finished study cell."""
-        return tables.collect(self.runner)
+        """The metrics of every finished study cell, read from the run folder."""
+        return finished_cells(self.cfg)
 
     @cached_property
     def paper_cells(self) -> list[dict]:

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from synthaug import report
-from synthaug.analysis import tables
+from synthaug.analysis import report, tables
 from synthaug.analysis.context import Study
+from synthaug.data import ImageLoader, ImageRecord, prepare_data
 
 
 def figure1(study: Study) -> Figure | None:
@@ -22,6 +22,7 @@ def figure1(study: Study) -> Figure | None:
 def curves(study: Study) -> Figure:
     """The paper's Figures 2-4: test accuracy and loss per epoch for every mix (mean over
     seeds), with the train curves dashed."""
+    # deferred: seaborn (with matplotlib) is imported only when a figure is drawn
     import seaborn as sns
 
     curves = tables.curves(study.paper_cells)
@@ -128,6 +129,7 @@ def sample_efficiency(study: Study) -> Figure | None:
 
 def per_class(study: Study) -> Figure:
     """Per-class test accuracy (mean over seeds) for every training set."""
+    # deferred: seaborn (with matplotlib) is imported only when a figure is drawn
     import seaborn as sns
 
     per_class = tables.per_class(study.paper_cells)
@@ -169,7 +171,6 @@ def nearest(study: Study, n_classes: int = 8) -> Figure:
     """Memorisation check: for the first classes, the two generated images nearest to a
     LoRA-training image, each beside that image, with their cosine distance in the
     classifier's features; and every generated vs real-test image's nearest distance."""
-    from synthaug.data import ImageLoader, ImageRecord, prepare_data
 
     cfg, nearest = study.cfg, study.nearest
     lora = {r.ref: r for r in prepare_data(cfg).split("lora")}

@@ -9,6 +9,7 @@ import pandas as pd
 from synthaug.analysis.tables import paper_results
 from synthaug.config import StudyConfig
 from synthaug.design import by_pair
+from synthaug.metrics import reading_bounds
 
 READINGS = ("index_mse", "index_rmse", "onehot_mse", "brier", "cross_entropy")
 
@@ -45,7 +46,6 @@ def mse_readings(cfg: StudyConfig, cells: list[dict]) -> pd.DataFrame:
 def paper_mse_fit() -> tuple[pd.DataFrame, str]:
     """Which readings of the paper's "mse" can reach its Table 2 values at its accuracies
     (38 classes), from `metrics.reading_bounds`; and a verdict computed from that table."""
-    from synthaug.metrics import reading_bounds
 
     data = paper_results()
     paper, n = pd.DataFrame(data["rows"]), data["n_classes"]

@@ -5,18 +5,25 @@ through its VAE); and the memorisation check (nearest LoRA-training image)."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from synthaug.classify import CellRunner
+from synthaug.classify.linear_probe import train_linear_head
 from synthaug.config import StudyConfig
 from synthaug.data import ImageRecord
 from synthaug.design import by_pair
+from synthaug.families import family_named
 from synthaug.metrics import frechet_distance, prdc
+from synthaug.models import base_name, default_device
+from synthaug.pretrain import base_model_source
 
 PRDC_K = 5  # neighbours of precision/recall/density/coverage (Naeem et al.'s default)
 
@@ -82,7 +89,6 @@ def frechet_samples(
 
 def _probe_per_class(runner: CellRunner, train: list[ImageRecord]) -> list[float]:
     """Per-class test accuracy of a linear probe (seed 0) trained on `train`'s features."""
-    from synthaug.classify import train_linear_head
 
     cache, test = runner.feature_cache, runner.manifest.split("test")
     cache.ensure(test, runner.features)
@@ -107,7 +113,6 @@ def _transformed_features(
 ) -> list[ImageRecord]:
     """Cache the backbone's features of `records` after `transform` (a list of images to a
     list of images), keyed `<sha256>@<tag>`; return the records under those keys."""
-    from dataclasses import replace
 
     keyed = [replace(r, sha256=f"{r.sha256}@{tag}") for r in records]
     original = {k.sha256: r for k, r in zip(keyed, records, strict=True)}
@@ -121,7 +126,6 @@ def _transformed_features(
 
 
 def _resize(size: int):
-    from PIL import Image
 
     return lambda images: [i.resize((size, size), Image.Resampling.BICUBIC) for i in images]
 
@@ -130,13 +134,6 @@ def vae_roundtrip(cfg: StudyConfig):
     """Images to images through the base's own VAE at the generator's resolution (encode,
     take the posterior's mode, decode): the most any generator on that VAE can keep. The
     VAE is loaded on the first call only (not at all when the features are cached)."""
-    import functools
-
-    from PIL import Image
-
-    from synthaug.families import family_named
-    from synthaug.models import default_device
-    from synthaug.pretrain import base_model_source
 
     @functools.cache
     def vae():
@@ -162,8 +159,6 @@ def ceilings(runner: CellRunner, cells: list[dict]) -> pd.DataFrame:
     backbone's features): CAS itself; a generator that reproduced its LoRA-training images
     exactly, at its own resolution, and the same images through the base's VAE (a probe
     trained on those images, one seed); and real images of the same count as CAS."""
-    from synthaug.models import base_name
-    from synthaug.pretrain import base_model_source
 
     cfg = runner.cfg
     table = pd.DataFrame(index=runner.classes)

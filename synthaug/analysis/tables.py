@@ -16,16 +16,12 @@ from synthaug.analysis.intervals import (
     interval_text,
     seeds_text,
 )
-from synthaug.classify import CellRunner
-from synthaug.config import StudyConfig, project_root
-from synthaug.design import by_pair, cell_arm, design_cells, runs_interval, study_cells
+from synthaug.config import StudyConfig
+from synthaug.design import by_pair, cell_arm, design_cells, runs_interval
+from synthaug.families import family_named
 from synthaug.io import read_json
-
-
-def collect(runner: CellRunner) -> list[dict]:
-    """The metrics of every study cell that is done with the current settings."""
-    cells = study_cells(runner.cfg, len(runner.classes))
-    return [runner.metrics(c) for c in cells if runner.is_done(c)]
+from synthaug.models import base_name
+from synthaug.paths import project_root
 
 
 def paper_design(cfg: StudyConfig, cells: list[dict]) -> list[dict]:
@@ -51,8 +47,6 @@ def paper_table() -> pd.DataFrame:
 
 def table1(cfg: StudyConfig) -> pd.DataFrame:
     """The paper's Table 1: the LoRA's training settings, from the config actually used."""
-    from synthaug.families import family_named
-    from synthaug.models import base_name
 
     g = cfg.generator
     family = family_named(g.family)

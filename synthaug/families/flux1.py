@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from synthaug.families import GeneratorFamily
+from synthaug.families.base import GeneratorFamily
+from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
 
 # The FlowMatchEulerDiscreteScheduler settings of FLUX.1-dev; the tiny base uses them too,
 # and the shifted time sampling of training takes its `shift` from here.
@@ -58,6 +59,7 @@ def _rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def _tiny_text_encoders(cfg, clip_tokenizer, t5_tokenizer) -> tuple:
+    # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     heads = max(1, cfg.text_dim // 16)
@@ -91,6 +93,7 @@ def _tiny_text_encoders(cfg, clip_tokenizer, t5_tokenizer) -> tuple:
 
 
 def _tiny_vae(cfg, latent_channels: int, cls_name: str = "AutoencoderKL", **extra):
+    # deferred: diffusers takes seconds to import; only the generator's stages need it
     import diffusers
 
     blocks = len(cfg.vae_channels)
@@ -121,9 +124,8 @@ class Flux1(GeneratorFamily):
     scheduler = FLUX_SCHEDULER
 
     def tiny_pipeline(self, cfg) -> Any:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-
-        from synthaug.vocab import train_clip_tokenizer, train_t5_tokenizer
 
         torch.manual_seed(cfg.seed)
         clip_tokenizer = train_clip_tokenizer(cfg.vocab_size)
@@ -166,6 +168,7 @@ class Flux1(GeneratorFamily):
         return {"latent_shift": shift, "latent_scale": scale}
 
     def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import FluxPipeline
 
         return FluxPipeline._pack_latents(latents, *latents.shape)
@@ -173,6 +176,7 @@ class Flux1(GeneratorFamily):
     def predict(
         self, transformer, noisy: torch.Tensor, sigmas: torch.Tensor, text: dict, guidance: float
     ) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import FluxPipeline
 
         batch, _, height, width = noisy.shape
@@ -205,6 +209,7 @@ class Flux1(GeneratorFamily):
         ).images
 
     def sample_latents(self, pipe, cfg, text: dict, empty: dict, generators: list) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import FluxPipeline
 
         size, dtype = cfg.generator.resolution, pipe.vae.dtype
@@ -220,6 +225,7 @@ class Flux1(GeneratorFamily):
         return latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
 
     def img2img(self, pipe):
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import FluxImg2ImgPipeline
 
         return FluxImg2ImgPipeline.from_pipe(pipe)

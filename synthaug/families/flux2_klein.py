@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from synthaug.families import GeneratorFamily, text_layers
+from synthaug.families.base import GeneratorFamily, text_layers
 from synthaug.families.flux1 import ATTENTION_TARGETS, FLUX_SCHEDULER, _tiny_vae, tiny_blocks
+from synthaug.vocab import train_qwen_tokenizer
 
 TARGETS = (
     *ATTENTION_TARGETS,
@@ -26,6 +27,7 @@ TARGETS = (
 
 
 def _tiny_qwen3(cfg, tokenizer):
+    # deferred: transformers takes seconds to import; only a backbone or text encoder needs it
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     heads = max(1, cfg.text_dim // 16)
@@ -62,13 +64,12 @@ class Flux2Klein(GeneratorFamily):
     scheduler = FLUX_SCHEDULER
 
     def tiny_pipeline(self, cfg) -> Any:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import (
             FlowMatchEulerDiscreteScheduler,
             Flux2KleinPipeline,
             Flux2Transformer2DModel,
         )
-
-        from synthaug.vocab import train_qwen_tokenizer
 
         torch.manual_seed(cfg.seed)
         tokenizer = train_qwen_tokenizer(cfg.vocab_size)
@@ -108,6 +109,7 @@ class Flux2Klein(GeneratorFamily):
         return mean.to(like.device, like.dtype), std.to(like.device, like.dtype)
 
     def to_model_space(self, vae, latents: torch.Tensor) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import Flux2KleinPipeline
 
         patches = Flux2KleinPipeline._patchify_latents(latents)
@@ -115,6 +117,7 @@ class Flux2Klein(GeneratorFamily):
         return (patches - mean) / std
 
     def fit_latent_stats(self, vae, latents: torch.Tensor) -> dict[str, Any]:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import Flux2KleinPipeline
 
         patches = Flux2KleinPipeline._patchify_latents(latents).transpose(0, 1).flatten(1)
@@ -128,6 +131,7 @@ class Flux2Klein(GeneratorFamily):
         }
 
     def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import Flux2KleinPipeline
 
         return Flux2KleinPipeline._pack_latents(latents)
@@ -135,6 +139,7 @@ class Flux2Klein(GeneratorFamily):
     def predict(
         self, transformer, noisy: torch.Tensor, sigmas: torch.Tensor, text: dict, guidance: float
     ) -> torch.Tensor:
+        # deferred: diffusers takes seconds to import; only the generator's stages need it
         from diffusers import Flux2KleinPipeline
 
         model = getattr(transformer, "module", transformer)  # DDP keeps the model in `.module`

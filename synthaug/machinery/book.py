@@ -7,13 +7,16 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
-from synthaug.config import StudyConfig, project_root, shown_path
-from synthaug.machinery import provenance
-from synthaug.machinery.progress import MARK
+from synthaug.config import StudyConfig
+from synthaug.io import read_json
+from synthaug.paths import project_root, shown
+from synthaug.runtime import provenance
+from synthaug.runtime.progress import MARK
 
 
 def _executed(cfg: StudyConfig) -> list[Path]:
@@ -58,7 +61,6 @@ def book_is_current(cfg: StudyConfig) -> bool:
 
 CELLS_PAGE = "classifier_cells"
 REPRODUCE_PAGE = "reproduce"
-STAGE_OF = {"01_lora": "lora", "02_generate": "generate", "04_analysis": "analysis"}
 
 
 def table_of_contents(names: list[str]) -> dict:
@@ -76,6 +78,7 @@ def table_of_contents(names: list[str]) -> dict:
 
 def _headings(path: Path) -> list[str]:
     """The `## ` headings of a notebook's markdown: the tables and figures it shows."""
+    # deferred: notebook machinery, imported only when notebooks run or the book is built
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -88,17 +91,17 @@ def _headings(path: Path) -> list[str]:
     ]
 
 
-def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
+def reproduce_page(cfg: StudyConfig, notebooks: list[Path], stage_of: Mapping[str, str]) -> str:
     """The book's last page: per table and figure, the notebook that makes it and the
-    command that redraws it from this run; then the package versions it ran with."""
-    from synthaug.io import read_json
+    command that redraws it from this run; then the package versions it ran with.
+    `stage_of` maps each notebook to its stage (the cells' notebooks have their own row)."""
 
-    config = shown_path(cfg.paths.config)
+    config = shown(cfg.paths.config)
     run = f"synthaug run -f {config}"
     rows = []
     for path in notebooks:
-        stage = STAGE_OF.get(path.stem.split("-")[0])
-        if stage is None:
+        stage = stage_of.get(path.stem.split("-")[0])
+        if stage in (None, "classify"):
             continue
         command = f"`{run} --stage {stage} --rebuild`"
         arm = _arm(path.stem)
@@ -136,7 +139,7 @@ def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
             f"`{env['code_revision']}`, GPU: {env['gpu'] or 'none'}. Float results of the "
             "generator differ in their last bits between CPU models, instruction sets and "
             "thread counts; the generator-seed intervals carry that uncertainty. Every "
-            f"task's own record is in `{shown_path(record.parent)}/`.",
+            f"task's own record is in `{shown(record.parent)}/`.",
             "",
             "| package | version |",
             "|---|---|",
@@ -148,7 +151,6 @@ def reproduce_page(cfg: StudyConfig, notebooks: list[Path]) -> str:
 
 def cells_page(cfg: StudyConfig, names: list[str]) -> str:
     """The index of the classifier cells: one row per cell with its test accuracy."""
-    from synthaug.io import read_json
 
     rows = []
     for name in names:
@@ -203,6 +205,7 @@ def tag_for_report(path: Path, title: str | None = None) -> None:
     command and config that made it instead; progress lines are left out (the executed
     notebooks keep them). `title` replaces the page's own (a classifier cell's, another
     arm's synthetic set)."""
+    # deferred: notebook machinery, imported only when notebooks run or the book is built
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -231,7 +234,7 @@ def _swap_in(built: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_book(cfg: StudyConfig) -> Path:
+def build_book(cfg: StudyConfig, stage_of: Mapping[str, str]) -> Path:
     """Copy the executed notebooks beside the book config and run `jupyter-book build`."""
     notebooks = _executed(cfg)
     names = [p.stem for p in notebooks]
@@ -252,7 +255,7 @@ def build_book(cfg: StudyConfig) -> Path:
     cells = [n for n in names if n.startswith("03_train_ratio-")]
     if cells:
         (folder / f"{CELLS_PAGE}.md").write_text(cells_page(cfg, cells))
-    (folder / f"{REPRODUCE_PAGE}.md").write_text(reproduce_page(cfg, notebooks))
+    (folder / f"{REPRODUCE_PAGE}.md").write_text(reproduce_page(cfg, notebooks, stage_of))
     (folder / "_toc.yml").write_text(yaml.safe_dump(table_of_contents(names), sort_keys=False))
     result = subprocess.run(
         [

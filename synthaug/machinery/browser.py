@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import http.server
 import json
 import shutil
@@ -110,7 +111,6 @@ def check_page(html_dir: Path, page: str, timeout: float = 120) -> dict:
     payload = dom[start : dom.find("</pre>", start)]
     if not payload.strip():
         raise BrowserError(f"{page} did not finish loading in the browser")
-    import html
 
     return json.loads(html.unescape(payload))
 

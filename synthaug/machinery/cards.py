@@ -8,7 +8,14 @@ import math
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
+from synthaug.analysis.answer import headline
+from synthaug.analysis.quality import quality
+from synthaug.analysis.tables import table1
+from synthaug.classify import CellRunner
+from synthaug.classify.results import finished_cells
 from synthaug.config import TINY, StudyConfig
+from synthaug.families import family_named
+from synthaug.flow import prompt_for
 from synthaug.machinery.ship import CARD, card_metadata
 from synthaug.sources import local_model
 
@@ -41,15 +48,9 @@ def base_licence(base_model: str) -> dict:
 def study_facts(cfg: StudyConfig, arm: str, lora_sha256: str) -> dict:
     """What both cards say, read from the finished study: its headline, the arm's quality
     in the classifier's features, the LoRA's settings and digest, the prompts."""
-    from synthaug.analysis.answer import headline
-    from synthaug.analysis.quality import quality
-    from synthaug.analysis.tables import collect, table1
-    from synthaug.classify import CellRunner
-    from synthaug.families import family_named
-    from synthaug.flow import prompt_for
 
     runner = CellRunner(cfg)
-    table = quality(runner, collect(runner), arm)
+    table = quality(runner, finished_cells(cfg), arm)
     overall = table.loc["all classes"].to_dict() if "all classes" in table.index else {}
     family = family_named(cfg.generator.family)
     return {
@@ -146,10 +147,8 @@ def _source(cfg: StudyConfig) -> str:
     return d.hub_id or d.local or d.path or "a local folder"
 
 
-def dataset_card(
-    cfg: StudyConfig, arm: str, facts: dict, classes: list[str], n: int
-) -> DatasetCard:
-    """The synthetic set's card: declared class names, how it was made, what it scored."""
+def _dataset_card_data(cfg: StudyConfig, classes: list[str], n: int) -> DatasetCardData:
+    """The card's metadata: tags, size, the image folder's layout and its class names."""
     names = {str(i): name for i, name in enumerate(classes)}
     columns = {"prompt": "string", "seed": "int64", "steps": "int64", "guidance": "float64"}
     columns |= dict.fromkeys(("lora_sha256", "family", "base_model", "sha256"), "string")
@@ -158,7 +157,7 @@ def dataset_card(
         {"name": "label", "dtype": {"class_label": {"names": names}}},
         *({"name": name, "dtype": dtype} for name, dtype in columns.items()),
     ]
-    data = DatasetCardData(
+    return DatasetCardData(
         tags=["synthetic", "remote-sensing", "aerial-imagery", cfg.generator.family, "synthaug"],
         task_categories=["image-classification"],
         size_categories=[_size_category(n)],
@@ -171,6 +170,13 @@ def dataset_card(
         dataset_info={"features": features},
         **base_licence(cfg.generator.base_model),
     )
+
+
+def dataset_card(
+    cfg: StudyConfig, arm: str, facts: dict, classes: list[str], n: int
+) -> DatasetCard:
+    """The synthetic set's card: declared class names, how it was made, what it scored."""
+    data = _dataset_card_data(cfg, classes, n)
     base = cfg.generator.base_model
     how = {
         "arm": arm,

@@ -15,18 +15,21 @@ from synthaug.data import DataError
 from synthaug.dinov2 import MissingBackboneError
 from synthaug.families import FamilyMismatchError
 from synthaug.io import SettingsMismatch
-from synthaug.machinery.browser import BrowserError
-from synthaug.machinery.hub import ShareError
+from synthaug.machinery.browser import BrowserError, check_page, screenshot
+from synthaug.machinery.export import export_study
+from synthaug.machinery.hub import ShareError, plan_lines, push
 from synthaug.machinery.lock import StudyBusy
 from synthaug.machinery.ship import ShipError, ship_base
+from synthaug.machinery.slurm import refuse_if_running, run_on_cluster, status_lines
+from synthaug.machinery.stages import STAGE_NAMES
 from synthaug.machinery.study import (
-    STAGES,
     RunStopped,
     StudyError,
     run_study,
     run_task,
     task_commands,
 )
+from synthaug.runtime import quiet
 from synthaug.sources import SourceError
 
 
@@ -51,7 +54,6 @@ def cmd_run(args: argparse.Namespace) -> None:
         for line in lines:
             print(line)
         return
-    from synthaug.machinery.slurm import refuse_if_running, run_on_cluster
 
     if args.executor == "slurm":
         if args.dry_run:
@@ -74,7 +76,6 @@ def cmd_task(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from synthaug.machinery.slurm import status_lines
 
     for line in status_lines(_load(args)):
         print(line)
@@ -83,7 +84,6 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_check_report(args: argparse.Namespace) -> None:
     """Open the built report in headless Chromium; fail on a missing Table 2 or a broken
     figure; with `--screenshots DIR`, save the landing page and Figure 1 as PNGs."""
-    from synthaug.machinery.browser import check_page, screenshot
 
     cfg = _load(args)
     html = cfg.paths.book_index.parent
@@ -105,8 +105,6 @@ def cmd_check_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """The LoRA and one arm's synthetic set as loadable folders; optionally on the hub."""
-    from synthaug.machinery.export import export_study
-    from synthaug.machinery.hub import plan_lines, push
 
     exported = export_study(_load(args), Path(args.to), args.arm)
     print(f"LoRA: {exported.lora}\nsynthetic set: {exported.dataset}")
@@ -127,14 +125,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="synthaug", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
-    for name, func, help_text in (
-        ("run", cmd_run, "run the whole study through papermill, then build the book"),
-        ("validate", cmd_validate, "check a profile and print the resolved config"),
-        ("task", cmd_task, "run one task of the study by name (what a cluster job runs)"),
-        ("status", cmd_status, "how far the study is: per stage, on the cluster or here"),
-        ("check-report", cmd_check_report, "open the built report in headless Chromium"),
-        ("export", cmd_export, "write the LoRA and a synthetic set with cards; --push them"),
-        ("pretrain", cmd_pretrain, "pretrain the tiny base (resumable); write it with its card"),
+    for name, func, help_text, options in (
+        ("run", cmd_run, "run the whole study through papermill, then build the book", _run),
+        ("validate", cmd_validate, "check a profile and print the resolved config", None),
+        ("task", cmd_task, "run one task of the study by name (what a cluster job runs)", _task),
+        ("status", cmd_status, "how far the study is: per stage, on the cluster or here", None),
+        ("check-report", cmd_check_report, "open the built report in headless Chromium", _check),
+        ("export", cmd_export, "write the LoRA and a synthetic set with cards; --push", _export),
+        ("pretrain", cmd_pretrain, "pretrain the tiny base (resumable); write its card", _pretrain),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("-f", "--file", required=True, help="profile, e.g. params/smoke.yaml")
@@ -148,61 +146,69 @@ def parser() -> argparse.ArgumentParser:
             help="override, dotted for nested keys: -p generator.epochs 3",
         )
         sub.set_defaults(func=func)
-        if name == "task":
-            sub.add_argument("--name", required=True, help="a task, as --dry-run lists them")
-            sub.add_argument("--rebuild", action="store_true", help="run it even if done")
-        if name == "export":
-            sub.add_argument(
-                "--to", required=True, metavar="DIR", help="writes DIR/lora, DIR/dataset"
-            )
-            sub.add_argument("--arm", default="lora", help="which synthetic set (default: lora)")
-            sub.add_argument("--push", metavar="ORG/NAME", help="upload both to the hub")
-            sub.add_argument("--private", action="store_true", help="make the hub repos private")
-            sub.add_argument(
-                "--dry-run", action="store_true", help="with --push: list the uploads and stop"
-            )
-        if name == "pretrain":
-            sub.add_argument(
-                "--to", required=True, metavar="DIR", help="the base's folder, e.g. models/x"
-            )
-        if name == "check-report":
-            sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
-        if name == "run":
-            sub.add_argument(
-                "--stage",
-                choices=STAGES,
-                default=None,
-                help="run up to and including this stage (default: all)",
-            )
-            sub.add_argument(
-                "--dry-run", action="store_true", help="print the plan (done / to run) and stop"
-            )
-            sub.add_argument(
-                "--rebuild",
-                action="store_true",
-                help="run the --stage's notebooks again although done: their work is found "
-                "done, so their figures and tables are redrawn from the finished run",
-            )
-            sub.add_argument(
-                "--executor",
-                choices=("local", "slurm"),
-                default="local",
-                help="local: run here (default); slurm: submit each stage as a job array "
-                "of a SLURM cluster, chained with afterok, and follow it",
-            )
-            sub.add_argument(
-                "--print-tasks",
-                action="store_true",
-                help="print one shell command per task still to do (with --rebuild, the "
-                "--stage's too) for a cluster's scheduler, in order, and stop",
-            )
-            sub.add_argument(
-                "-v",
-                "--verbose",
-                action="store_true",
-                help="also show papermill's log and the Jupyter kernels' own output",
-            )
+        if options:
+            options(sub)
     return root
+
+
+def _task(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--name", required=True, help="a task, as --dry-run lists them")
+    sub.add_argument("--rebuild", action="store_true", help="run it even if done")
+
+
+def _export(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--to", required=True, metavar="DIR", help="writes DIR/lora, DIR/dataset")
+    sub.add_argument("--arm", default="lora", help="which synthetic set (default: lora)")
+    sub.add_argument("--push", metavar="ORG/NAME", help="upload both to the hub")
+    sub.add_argument("--private", action="store_true", help="make the hub repos private")
+    sub.add_argument(
+        "--dry-run", action="store_true", help="with --push: list the uploads and stop"
+    )
+
+
+def _pretrain(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--to", required=True, metavar="DIR", help="the base's folder, e.g. models/x")
+
+
+def _check(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--screenshots", metavar="DIR", help="save PNGs of the report here")
+
+
+def _run(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--stage",
+        choices=STAGE_NAMES,
+        default=None,
+        help="run up to and including this stage (default: all)",
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="print the plan (done / to run) and stop"
+    )
+    sub.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="run the --stage's notebooks again although done: their work is found "
+        "done, so their figures and tables are redrawn from the finished run",
+    )
+    sub.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here (default); slurm: submit each stage as a job array "
+        "of a SLURM cluster, chained with afterok, and follow it",
+    )
+    sub.add_argument(
+        "--print-tasks",
+        action="store_true",
+        help="print one shell command per task still to do (with --rebuild, the "
+        "--stage's too) for a cluster's scheduler, in order, and stop",
+    )
+    sub.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show papermill's log and the Jupyter kernels' own output",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    quiet.install()  # a run starts here: the expected library messages filtered
     try:
         args.func(args)
     except (

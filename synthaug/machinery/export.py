@@ -21,8 +21,10 @@ from pathlib import Path
 from synthaug.config import StudyConfig
 from synthaug.data import DataError
 from synthaug.generate import FIELDS
-from synthaug.io import read_csv, read_json, write_csv, write_json
+from synthaug.io import read_csv, read_json, safetensors_digest, write_csv, write_json
+from synthaug.machinery import cards
 from synthaug.machinery.lock import study_lock
+from synthaug.machinery.stages import list_tasks
 
 MARKER = "synthaug-export.json"  # which study and arm a folder was exported from
 METADATA_FIELDS = ("file_name", *FIELDS[1:])  # the generation manifest's, file as file_name
@@ -36,7 +38,6 @@ class Exported:
 
 def missing_stage(cfg: StudyConfig, arm: str) -> str | None:
     """The first stage the export needs that has not finished (lora, generate, classify)."""
-    from synthaug.machinery.study import list_tasks
 
     for task in list_tasks(cfg, until="classify"):
         wanted = task.stage != "generate" or task.name.startswith(_generate_task(arm))
@@ -51,7 +52,6 @@ def _generate_task(arm: str) -> str:
 
 def export_study(cfg: StudyConfig, to: Path, arm: str = "lora") -> Exported:
     """Write `<to>/lora` and `<to>/dataset`; a `DataError` names an unfinished stage."""
-    from synthaug.machinery import cards
 
     cfg.generation.check_arm(arm)
     with study_lock(cfg.run_dir, create=False):
@@ -70,7 +70,6 @@ def export_study(cfg: StudyConfig, to: Path, arm: str = "lora") -> Exported:
 
 
 def _identity(cfg: StudyConfig, arm: str) -> dict:
-    from synthaug.io import safetensors_digest
 
     return {
         "study": cfg.name,
@@ -106,7 +105,6 @@ def _replace_folder(target: Path, write) -> Path:
 
 
 def _write_lora(cfg: StudyConfig, folder: Path, facts: dict) -> None:
-    from synthaug.machinery import cards
 
     shutil.copy2(cfg.paths.lora_weights, folder / cfg.paths.lora_weights.name)
     samples = sorted((cfg.paths.lora / "samples").glob("epoch_*.png"))
@@ -117,7 +115,6 @@ def _write_lora(cfg: StudyConfig, folder: Path, facts: dict) -> None:
 
 
 def _write_dataset(cfg: StudyConfig, arm: str, folder: Path, facts: dict) -> None:
-    from synthaug.machinery import cards
 
     source = cfg.paths.arm(arm)
     rows = read_csv(cfg.paths.arm_manifest(arm))

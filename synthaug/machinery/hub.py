@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
 
 from synthaug.machinery.export import Exported
 from synthaug.sources import hub_offline
@@ -35,7 +36,6 @@ def plan_lines(exported: Exported, repo: str, private: bool) -> list[str]:
 
 def push(exported: Exported, repo: str, private: bool) -> list[str]:
     """Create (if needed) and upload both repos; their URLs."""
-    from huggingface_hub.errors import HfHubHTTPError
 
     if hub_offline():
         raise ShareError("HF_HUB_OFFLINE is set: unset it to upload, or use --dry-run")

@@ -111,11 +111,34 @@ def _data_source(data: DataSource) -> str:
     return f"a local copy, `{Path(found.where).name}/`, of hub dataset `{data.hub_id}`"
 
 
+def _recipe_rows(cfg: StudyConfig, record: dict) -> list[str]:
+    """The card's "how it was made" table rows: architecture, steps, losses, time, machine."""
+    pre, tiny = cfg.generator.pretrain, cfg.generator.tiny
+    machine = _machine(record)
+    losses = record["vae_losses"], record["transformer_losses"]
+    return [
+        f"| architecture | {tiny.num_layers} double + {tiny.num_single_layers} single blocks, "
+        f"{tiny.num_attention_heads} heads x {tiny.attention_head_dim}, text width "
+        f"{tiny.text_dim}, VAE channels {tiny.vae_channels} |",
+        f"| resolution | {cfg.generator.resolution} px |",
+        f"| VAE | {pre.vae_steps} steps, batch {pre.batch_size}, crops {pre.vae_crop} px, "
+        f"lr {pre.vae_learning_rate}, loss {losses[0][0]:.4f} -> "
+        f"{sum(losses[0][-100:]) / len(losses[0][-100:]):.4f} (mean of the last 100) |",
+        f"| transformer | {pre.transformer_steps} steps, batch {pre.batch_size}, lr "
+        f"{pre.transformer_learning_rate}, caption dropout {pre.caption_dropout}, text "
+        f"encoders trained: {pre.train_text_encoders}, loss {losses[1][0]:.4f} -> "
+        f"{sum(losses[1][-100:]) / len(losses[1][-100:]):.4f} (mean of the last 100) |",
+        f"| minutes | {record['seconds'] / 60:.1f} ({record['vae_seconds'] / 60:.1f} VAE) |",
+        f"| machine | {machine.get('cpu')}, {machine.get('threads', '?')} threads, torch "
+        f"{machine.get('torch', '?')} |",
+        f"| date | {machine.get('date') or datetime.date.today().isoformat()} |",
+    ]
+
+
 def card_text(cfg: StudyConfig, folder: Path, name: str, command: str) -> str:
     """The card: metadata, how the base was made, its data and licence, its files."""
     record = read_json(folder / "pretraining.json")
-    pre, tiny = cfg.generator.pretrain, cfg.generator.tiny
-    machine = _machine(record)
+    pre = cfg.generator.pretrain
     meta = {
         "library_name": "diffusers",
         "pipeline_tag": "text-to-image",
@@ -124,7 +147,6 @@ def card_text(cfg: StudyConfig, folder: Path, name: str, command: str) -> str:
         "tags": ["flux", "tiny", "remote-sensing", "aerial", "synthaug"],
         "datasets": ["blanchon/AID"],
     }
-    losses = record["vae_losses"], record["transformer_losses"]
     lines = [
         "---",
         yaml.safe_dump(meta, sort_keys=False).strip(),
@@ -142,21 +164,7 @@ def card_text(cfg: StudyConfig, folder: Path, name: str, command: str) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | {tiny.num_layers} double + {tiny.num_single_layers} single blocks, "
-        f"{tiny.num_attention_heads} heads x {tiny.attention_head_dim}, text width "
-        f"{tiny.text_dim}, VAE channels {tiny.vae_channels} |",
-        f"| resolution | {cfg.generator.resolution} px |",
-        f"| VAE | {pre.vae_steps} steps, batch {pre.batch_size}, crops {pre.vae_crop} px, "
-        f"lr {pre.vae_learning_rate}, loss {losses[0][0]:.4f} -> "
-        f"{sum(losses[0][-100:]) / len(losses[0][-100:]):.4f} (mean of the last 100) |",
-        f"| transformer | {pre.transformer_steps} steps, batch {pre.batch_size}, lr "
-        f"{pre.transformer_learning_rate}, caption dropout {pre.caption_dropout}, text "
-        f"encoders trained: {pre.train_text_encoders}, loss {losses[1][0]:.4f} -> "
-        f"{sum(losses[1][-100:]) / len(losses[1][-100:]):.4f} (mean of the last 100) |",
-        f"| minutes | {record['seconds'] / 60:.1f} ({record['vae_seconds'] / 60:.1f} VAE) |",
-        f"| machine | {machine.get('cpu')}, {machine.get('threads', '?')} threads, torch "
-        f"{machine.get('torch', '?')} |",
-        f"| date | {machine.get('date') or datetime.date.today().isoformat()} |",
+        *_recipe_rows(cfg, record),
         "",
         "## Training data and licence",
         "",

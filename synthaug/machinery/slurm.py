@@ -13,6 +13,7 @@ scheduler client (submitit's futures) would have to stay alive for.
 from __future__ import annotations
 
 import getpass
+import json
 import shlex
 import subprocess
 import sys
@@ -23,10 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from synthaug.config import StudyConfig, project_root
+from synthaug.config import StudyConfig, load_config
 from synthaug.io import atomic_write_text, read_json, write_json
 from synthaug.machinery.lock import study_lock
-from synthaug.machinery.study import STAGES, StudyError, Task, list_tasks
+from synthaug.machinery.stages import STAGE_NAMES, Task, list_tasks
+from synthaug.machinery.study import StudyError, prepare_tasks, summarize
+from synthaug.paths import project_root, resolve_path
 
 ACTIVE = {
     "PENDING",
@@ -97,7 +100,7 @@ def submit(
     stage, the stages already queued are cancelled: all or nothing is submitted."""
     cfg.paths.slurm.mkdir(parents=True, exist_ok=True)
     jobs: list[StageJob] = []
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         names = [task.name for task in todo if task.stage == stage]
         if not names:
             continue
@@ -160,7 +163,6 @@ def job_script(
 ) -> str:
     """The batch script of one stage: array task i runs `synthaug task` on names[i], in
     this Python environment, with as many threads as it was given cores."""
-    import json
 
     flags = "".join(
         f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in overrides.items()
@@ -197,7 +199,7 @@ def read_submission(cfg: StudyConfig) -> list[StageJob] | None:
 
 def _queued(cfg: StudyConfig) -> dict[str, str]:
     """State of each array task of this study the controller still holds: `id_i` -> state."""
-    names = ",".join(job_name(cfg, stage) for stage in STAGES)
+    names = ",".join(job_name(cfg, stage) for stage in STAGE_NAMES)
     out = _slurm(
         "squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-n", names, "-o", "%i|%T"
     )
@@ -353,7 +355,7 @@ def status_lines(cfg: StudyConfig) -> list[str]:
     if jobs is None:
         tasks = _tasks(cfg)
         lines = [f"study {cfg.name}: not submitted to a cluster; tasks done per stage:"]
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             mine = [task for task in tasks if task.stage == stage]
             lines.append(f"  {stage}: {sum(t.is_done() for t in mine)}/{len(mine)}")
         return lines
@@ -377,11 +379,8 @@ def run_on_cluster(
     """`synthaug run --executor slurm`: submit what is missing or failed (nothing while
     an earlier submission of the study still runs: that one is followed instead), then
     follow it to the end; Ctrl-C stops only the following."""
-    from synthaug.config import apply_overrides, build_config, read_yaml, resolve_path
-    from synthaug.machinery.study import prepare_tasks, summarize
-
     start = time.perf_counter()
-    cfg = build_config(apply_overrides(read_yaml(profile), overrides or {}))
+    cfg = load_config(profile, overrides)
     with study_lock(cfg.run_dir, shared=True):  # beside its own tasks, never a local run
         jobs = read_submission(cfg)
         if jobs and is_active(task_states(cfg, jobs)):

@@ -9,12 +9,12 @@ what is missing and a finished study reruns in seconds.
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import logging
 import os
 import queue
+import shlex
 import threading
 import time
 import traceback
@@ -24,28 +24,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors import SafetensorError
-
+from synthaug import sources
+from synthaug.analysis.answer import headline
+from synthaug.classify import CellRunner
 from synthaug.config import (
     TINY,
     ConfigError,
     StudyConfig,
-    apply_overrides,
-    build_config,
-    project_root,
-    read_yaml,
+    load_profile,
 )
-from synthaug.io import atomic_write_text
+from synthaug.data import DataError, prepare_data
+from synthaug.design import Cell, shortfalls, study_cells
+from synthaug.families import family_named
+from synthaug.flow import prompt_for
+from synthaug.io import atomic_write_text, read_json
+from synthaug.machinery.executed import shorten_paths
 from synthaug.machinery.kernels import WarmKernel, kill_all
 from synthaug.machinery.lock import study_lock
-from synthaug.machinery.progress import STATUS_ENV, LiveStatus, clock
-from synthaug.paths import seeded
+from synthaug.machinery.stages import STAGE_NAMES, Task, list_tasks, stage_devices, stage_named
+from synthaug.models import DINOV2_OFFLINE
+from synthaug.paths import project_root
+from synthaug.runtime.progress import STATUS_ENV, LiveStatus, clock
+from synthaug.runtime.provenance import write_config
+from synthaug.sources import locate
+from synthaug.timm_backbone import TINY_TIMM
 
 if TYPE_CHECKING:
     from synthaug.data import Manifest
 
 log = logging.getLogger(__name__)
-STAGES = ("lora", "generate", "classify", "analysis", "book")
 
 
 class StudyError(RuntimeError):
@@ -140,139 +147,6 @@ def stopped(cfg: StudyConfig, error: BaseException, tasks: list[str]) -> RunStop
     )
 
 
-@dataclass
-class Task:
-    stage: str
-    name: str
-    notebook: str | None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    is_done: Callable[[], bool] = lambda: False
-
-
-def list_tasks(cfg: StudyConfig, until: str | None = None, shards: int | None = None) -> list[Task]:
-    """Every task of the study, up to and including stage `until`; each arm's images in
-    `shards` generation tasks (default: one per worker of this machine)."""
-    from synthaug.classify import CellRunner
-    from synthaug.data import prepare_data
-    from synthaug.design import study_cells
-    from synthaug.generate import is_complete, task_name
-    from synthaug.lora import is_trained
-    from synthaug.machinery.book import book_is_current
-
-    stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
-    tasks: list[Task] = []
-
-    def done(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
-        return lambda: is_readable_notebook(cfg.paths.executed(name)) and readable(name, check)
-
-    seeds = cfg.study.generator_seeds
-    if "lora" in stages:
-        for g in seeds:
-            name, trained = seeded("01_lora", g), cfg.at_generator_seed(g)
-            check = done(name, lambda c=trained: is_trained(c))
-            tasks.append(Task("lora", name, "01_lora", seed_parameter(g), check))
-    if "generate" in stages:
-        shards = shards or len(stage_devices(cfg, "generate"))
-        for g in seeds:
-            for arm in cfg.generation.arms:
-                for index in range(shards):
-                    name = seeded(task_name(arm, index, shards), g)
-                    parameters = {"shard": f"{index}/{shards}"} if shards > 1 else {}
-                    if arm != "lora":
-                        parameters["arm"] = arm
-                    made = cfg.at_generator_seed(g)
-                    check = done(name, lambda a=arm, c=made: is_complete(c, a))
-                    tasks.append(
-                        Task("generate", name, "02_generate", parameters | seed_parameter(g), check)
-                    )
-    if "classify" in stages:
-        runner: list[CellRunner] = []
-
-        def cell_done(cell) -> bool:
-            if not runner:
-                runner.append(CellRunner(cfg))
-            return runner[0].is_done(cell)
-
-        for cell in study_cells(cfg, len(prepare_data(cfg, write=False).classes)):
-            name = f"03_train_ratio-{cell.name}"
-            params = {"n_generated": cell.n_generated, "n_real": cell.n_real, "seed": cell.seed}
-            if cell.arm != "lora":
-                params["arm"] = cell.arm
-            params |= seed_parameter(cell.generator_seed)
-            tasks.append(
-                Task(
-                    "classify",
-                    name,
-                    "03_train_ratio",
-                    params,
-                    done(name, lambda c=cell: cell_done(c)),
-                )
-            )
-    if "analysis" in stages:
-
-        def analysis_current() -> bool:
-            mine = cfg.paths.executed("04_analysis")
-            others = [p for p in cfg.paths.notebooks.glob("0[123]_*.ipynb")]
-            return mine.exists() and all(p.stat().st_mtime <= mine.stat().st_mtime for p in others)
-
-        tasks.append(Task("analysis", "04_analysis", "04_analysis", {}, analysis_current))
-    if "book" in stages:
-        tasks.append(Task("book", "book", None, {}, lambda: book_is_current(cfg)))
-    return tasks
-
-
-# Outputs found unreadable (half-written by a run of an older version, or damaged), by
-# path: each is treated as not done, and named once in a warning.
-UNREADABLE: dict[str, str] = {}
-
-
-def is_readable_notebook(path: Path) -> bool:
-    """An executed notebook exists and is whole (JSON); a damaged one counts as not done."""
-    if not path.exists():
-        return False
-    try:
-        json.loads(path.read_bytes())
-    except (ValueError, OSError) as error:
-        _unreadable(path, error)
-        return False
-    return True
-
-
-def readable(name: str, check: Callable[[], bool]) -> bool:
-    """`check()`, with an output it cannot read counted as not done."""
-    try:
-        return check()
-    except (ValueError, OSError, KeyError, csv.Error, SafetensorError) as error:
-        _unreadable(name, error)
-        return False
-
-
-def _unreadable(what: Path | str, error: BaseException) -> None:
-    if str(what) not in UNREADABLE:
-        UNREADABLE[str(what)] = f"{type(error).__name__}: {str(error)[:120]}"
-        log.warning("%s cannot be read (%s): it is redone", what, UNREADABLE[str(what)])
-
-
-def seed_parameter(generator_seed: int) -> dict[str, int]:
-    """The notebook parameter of a generator seed (none for seed 0, the study itself)."""
-    return {"generator_seed": generator_seed} if generator_seed else {}
-
-
-def stage_devices(cfg: StudyConfig, stage: str) -> list[str | None]:
-    """One entry per worker of `stage`: the GPU its kernel is pinned to, or None (no
-    pinning). Generation runs one shard per GPU, classifier cells one kernel per GPU; on
-    a CPU, `study.devices` generation processes and `study.workers` classifier kernels."""
-    from synthaug.models import compute_devices
-
-    devices = compute_devices(cfg.study.devices)
-    on_gpus = devices[0] is not None
-    if stage == "generate" or (stage == "classify" and on_gpus and len(devices) > 1):
-        return devices
-    if stage == "classify":
-        return [None] * cfg.study.workers
-    return [None]
-
-
 def execute(
     task: Task,
     cfg: StudyConfig,
@@ -280,14 +154,20 @@ def execute(
     kernel: WarmKernel | None = None,
     kernel_log: Path | None = None,
 ) -> None:
-    """Run one notebook with papermill (the profile's sections + the task's parameters),
-    in `kernel` if given, else in a fresh kernel whose own output goes to `kernel_log`."""
+    """Run one task in this process: its stage's `build`, or its notebook with papermill
+    (the profile's sections + the task's parameters) in `kernel` if given, else in a fresh
+    kernel whose own output goes to `kernel_log`."""
+    build = stage_named(task.stage).build
+    if build is not None:
+        build(cfg)
+        return None
     if kernel is None:
         fresh = WarmKernel(log=kernel_log)
         try:
             return execute(task, cfg, sections, fresh)
         finally:
             fresh.shutdown()
+    # deferred: notebook machinery, imported only when notebooks run or the book is built
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -310,6 +190,7 @@ def execute(
             f"{error.ename}: {error.evalue}\nthe executed notebook is at {partial}; finished "
             "tasks are kept, rerun to continue"
         ) from None
+    shorten_paths(partial)
     partial.replace(output)
 
 
@@ -318,8 +199,6 @@ def check_design(cfg: StudyConfig, write: bool = True) -> Manifest:
     generated count, or a `DataError` names each cell, the count it needs and the count
     available. (The splits themselves are checked when the manifest is made; it is written
     unless `write` is false, so the stages do not scan the dataset again.)"""
-    from synthaug.data import DataError, prepare_data
-    from synthaug.design import shortfalls, study_cells
 
     check_models(cfg)
     manifest = prepare_data(cfg, write=write)
@@ -336,25 +215,19 @@ def check_design(cfg: StudyConfig, write: bool = True) -> Manifest:
 def check_models(cfg: StudyConfig) -> None:
     """Every hub model the study loads can be had (cached, or downloadable with access),
     or a `SourceError` says why, before any data is read or compute spent."""
-    from synthaug.families import family_named
-    from synthaug.io import read_json
-    from synthaug.models import DINOV2_OFFLINE
-    from synthaug.sources import check_model
-    from synthaug.timm_backbone import TINY_TIMM
 
     base = cfg.generator.base_model
     if base != TINY:
-        index = check_model(base, "generator.base_model", "model_index.json")
+        index = sources.check_model(base, "generator.base_model", "model_index.json")
         if index and index.is_file():  # the family the base holds, before any weights load
             found = read_json(index).get("_class_name")
             family_named(cfg.generator.family).check_class(found, base)
     if cfg.classifier.model not in (TINY, TINY_TIMM, DINOV2_OFFLINE):
-        check_model(cfg.classifier.model, "classifier.model", "config.json")
+        sources.check_model(cfg.classifier.model, "classifier.model", "config.json")
 
 
 def data_line(cfg: StudyConfig, manifest: Manifest) -> str:
     """Where the study's real images come from, and how many of them the splits use."""
-    from synthaug.sources import locate
 
     return (
         f"{locate(cfg.dataset).describe()}: {len(manifest.classes)} classes, "
@@ -364,7 +237,6 @@ def data_line(cfg: StudyConfig, manifest: Manifest) -> str:
 
 def prompt_lines(cfg: StudyConfig, classes: list[str]) -> list[str]:
     """Each class's prompt, as the LoRA and generation will use it (shown by dry runs)."""
-    from synthaug.flow import prompt_for
 
     return [f"  {label!r:28s} -> {prompt_for(cfg, label)!r}" for label in classes]
 
@@ -395,12 +267,9 @@ def prepare_tasks(
     """For tasks run elsewhere (printed or submitted): the config, the parsed overrides and
     the tasks still to do, after the design check, with the manifest and the resolved
     config written once, before tasks run side by side."""
-    from synthaug.config import parse_value
-    from synthaug.machinery.provenance import write_config
-
     _check_rebuild(stage, rebuild)
-    given = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
-    cfg = build_config(apply_overrides(read_yaml(profile), given))
+    read = load_profile(profile, overrides)
+    cfg, given = read.cfg, read.overrides
     check_design(cfg)
     write_config(cfg)
     return cfg, given, _to_run(list_tasks(cfg, stage, shards), stage, rebuild)
@@ -408,8 +277,6 @@ def prepare_tasks(
 
 def override_flags(given: Mapping[str, Any]) -> str:
     """The overrides as shell-quoted `-p KEY VALUE` flags (values as JSON, which YAML reads)."""
-    import json
-    import shlex
 
     return "".join(f" -p {shlex.quote(k)} {shlex.quote(json.dumps(v))}" for k, v in given.items())
 
@@ -425,15 +292,13 @@ def task_commands(
     headed by a `#` line. Tasks of one stage do not depend on each other (a scheduler may
     run them at once); each writes only its own outputs, and a later `synthaug run` finds
     them done."""
-    import json
-    import shlex
 
     cfg, given, todo = prepare_tasks(profile, overrides, stage, rebuild)
     root = project_root()
     profile_arg = shlex.quote(str(Path(profile).resolve()))
     cd = f"cd {shlex.quote(str(root))} && "
     lines = []
-    for name in STAGES:
+    for name in STAGE_NAMES:
         batch = [task for task in todo if task.stage == name]
         if not batch:
             continue
@@ -468,8 +333,8 @@ def run_task(
     output goes to this process's terminal (a cluster job's log), unless it is done
     (with `rebuild`, even then). Generation is split as `cluster.generation_shards` says.
     True if it ran."""
-    sections = apply_overrides(read_yaml(profile), overrides or {})
-    cfg = build_config(sections)
+    read = load_profile(profile, overrides)
+    sections, cfg = read.sections, read.cfg
     tasks = {task.name: task for task in list_tasks(cfg, shards=cfg.cluster.generation_shards)}
     if name not in tasks:
         raise ConfigError(
@@ -482,12 +347,7 @@ def run_task(
         if task.is_done() and not rebuild:
             echo(f"{name}: done already")
             return False
-        if task.notebook is None:
-            from synthaug.machinery.book import build_book
-
-            build_book(cfg)
-        else:
-            execute(task, cfg, sections)
+        execute(task, cfg, sections)
     echo(f"{name}: done")
     return True
 
@@ -508,8 +368,8 @@ def run_study(
     The kernels' own output goes to `logs/kernels.log` unless `verbose`."""
     _check_rebuild(stage, rebuild)
     start = time.perf_counter()
-    sections = apply_overrides(read_yaml(profile), overrides or {})
-    cfg = build_config(sections)
+    read = load_profile(profile, overrides)
+    sections, cfg = read.sections, read.cfg
     if dry_run:
         return _dry_run(cfg, stage, rebuild, echo)
     running: list[str] = []
@@ -556,8 +416,6 @@ def _run_todo(
 ) -> None:
     """Run the tasks, stage by stage, each stage's tasks on its workers; `running` names
     the tasks in flight (for the message if the run is stopped)."""
-    from synthaug.machinery.provenance import write_config
-
     write_config(cfg)
     kernel_log = None if verbose else cfg.paths.kernel_log
     os.environ[STATUS_ENV] = str(cfg.paths.status)  # the kernels report their progress there
@@ -567,16 +425,11 @@ def _run_todo(
         def run_one(task: Task, kernel: WarmKernel) -> None:
             task_start = time.perf_counter()
             running.append(task.name)
-            if task.notebook is None:
-                from synthaug.machinery.book import build_book
-
-                build_book(cfg)
-            else:
-                execute(task, cfg, sections, kernel, kernel_log)
+            execute(task, cfg, sections, kernel, kernel_log)
             running.remove(task.name)
             progress.finished(task, time.perf_counter() - task_start)
 
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             batch = [task for task in todo if task.stage == stage]
             devices = stage_devices(cfg, stage)
             if stage == "classify" and len(devices) > 1 and batch:
@@ -591,7 +444,6 @@ def summarize(
     cfg: StudyConfig, stage: str | None, seconds: float, echo: Callable[[str], None]
 ) -> None:
     """The end of a run: the time it took, the report's path and the study's answer."""
-    from synthaug.analysis.answer import headline
 
     echo(f"done in {clock(seconds)}")
     if cfg.paths.book_index.exists() and stage in (None, "book"):
@@ -700,8 +552,6 @@ def _prepare_parallel_cells(
     """Before cells run side by side, fill the shared feature cache once (linear probe)."""
     if cfg.classifier.mode != "linear_probe":
         return
-    from synthaug.classify import CellRunner
-    from synthaug.design import Cell
 
     cells = [Cell(**{"arm": "lora", **t.parameters}) for t in tasks]
     seconds = CellRunner(cfg).warm_features(cells)

@@ -36,6 +36,7 @@ def clock(seconds: float) -> str:
 
 def _in_kernel() -> bool:
     try:
+        # deferred: IPython exists only inside a notebook kernel
         from IPython import get_ipython
     except ImportError:
         return False
@@ -68,6 +69,7 @@ class Progress:
         self.status = Path(status) / f"{os.getpid()}.json" if status else None
         self.handle = None
         if self.kernel:
+            # deferred: IPython exists only inside a notebook kernel
             from IPython.display import display
 
             self.handle = display(

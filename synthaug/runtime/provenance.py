@@ -14,12 +14,16 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import TYPE_CHECKING
 
+import torch
 import yaml
 
-from synthaug.config import StudyConfig, project_root
 from synthaug.io import atomic_write_text, read_json, write_json
-from synthaug.paths import seeded
+from synthaug.paths import project_root, seeded
+
+if TYPE_CHECKING:
+    from synthaug.config import StudyConfig
 
 PACKAGES = (
     "synthaug",
@@ -72,7 +76,6 @@ def code_revision() -> str | None:
 def environment() -> dict:
     """Versions, Python, platform, commit and, when there is one, the GPU: read once per
     process (what this process imported is what its tasks ran with)."""
-    import torch
 
     return {
         "python": sys.version.split()[0],

@@ -1,23 +1,29 @@
-"""Tables and figures the notebooks display (the notebooks only call and show these)."""
+"""The stage pages' tables and figures (notebooks 01-03 call and show these): the
+command that remakes a page, a stage's summary, the LoRA's loss and samples, Figure 1, a
+cell's curves and confusion matrix. None writes a file; `save_figure` does, where asked."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
 
-from synthaug.config import StudyConfig, shown_path
+from synthaug.config import StudyConfig
+from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
 from synthaug.io import atomic_write_bytes
+from synthaug.paths import shown
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss", "mse", "brier", "n_test")
 
 
 def page_command(cfg: StudyConfig, stage: str) -> str:
     """Markdown: the command that makes this page again from this run's own config."""
-    config = shown_path(cfg.paths.config)
+    config = shown(cfg.paths.config)
     line = f"`synthaug run -f {config} --stage {stage} --rebuild`"
     return f"This page is made by {line} (the run's own resolved profile)."
 
@@ -34,13 +40,13 @@ def summary_table(cfg: StudyConfig, summary: dict) -> pd.DataFrame:
 
 
 def _shown_value(cfg: StudyConfig, value):
-    if isinstance(value, str) and value.startswith(str(cfg.run_dir)):
-        return value.removeprefix(str(cfg.run_dir)).lstrip("/") or "."
+    """A summary value as the page shows it: paths through `paths.shown`, floats rounded,
+    lists counted."""
     if isinstance(value, float):
         return round(value, 4)
     if isinstance(value, list):
         return f"{len(value)} entries"
-    return value
+    return shown(value, cfg.run_dir)
 
 
 def cell_summary(metrics: dict) -> pd.DataFrame:
@@ -110,10 +116,6 @@ def plot_lora_loss(lora_folder) -> Figure:
 
 def lora_sample_grids(lora_folder) -> list[tuple[str, object]]:
     """(epoch label, PIL image) of each per-epoch sample grid, in order."""
-    from pathlib import Path
-
-    from PIL import Image
-
     paths = sorted(Path(lora_folder, "samples").glob("epoch_*.png"))
     return [(p.stem.replace("_", " "), Image.open(p)) for p in paths]
 
@@ -122,11 +124,9 @@ def figure1(
     cfg, n_classes: int | None = None, per_class: int = 4, arm: str = "lora"
 ) -> Figure | None:
     """The paper's Figure 1, with enough images to judge: for each class (default: all), a
-    row of `per_class` generated images of `arm`, then `per_class` real pool images. Saved
-    as `figure1.png` in the arm's folder. None, with a note, while other generation shards
-    still run (the set's manifest is written when the last one finishes)."""
-    from synthaug.data import ImageLoader, prepare_data, read_generated_manifest
-
+    row of `per_class` generated images of `arm`, then `per_class` real pool images. None,
+    with a note, while other generation shards still run (the set's manifest is written
+    when the last one finishes). It writes nothing: `save_figure` does, where asked."""
     folder = cfg.paths.arm(arm)  # in 04: the first generator seed's (cfg.first_generator())
     if not (folder / "manifest.csv").exists() and any(folder.glob("manifest.shard*of*.csv")):
         print("Figure 1 follows once every generation shard has finished.")
@@ -156,7 +156,13 @@ def figure1(
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
     fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
+    return fig
+
+
+def save_figure(fig: Figure | None, path: Path) -> None:
+    """Write `fig` as a PNG at `path` atomically (nothing when there is no figure yet)."""
+    if fig is None:
+        return
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    atomic_write_bytes(folder / "figure1.png", png.getvalue())
-    return fig
+    atomic_write_bytes(path, png.getvalue())

@@ -63,11 +63,14 @@ def install() -> None:
             logger.addFilter(_DropExpected(matches))
 
 
-def no_loading_bars() -> None:
-    """Turn off diffusers' and transformers' per-component loading bars (a notebook keeps
-    every refresh of them); the study's own progress lines say what is loading."""
+def before_loading() -> None:
+    """Before a stage loads a model: the expected messages filtered (`install`), and
+    diffusers' and transformers' per-component loading bars off (a notebook keeps every
+    refresh of them; the study's own progress lines say what is loading)."""
+    # deferred: both libraries are heavy, and `install` must not load them
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    install()
