@@ -16,16 +16,16 @@ Each stage is declared once, in `machinery.stages.STAGES`.
 
 Beside the stages: `config` (the one validated schema; `paths` lays out a run folder),
 `sources` (a dataset's local copy or the hub; the hub models' checks before any work),
-`design` (which cells the study fits), `metrics` (one registry of the cells' metrics,
-computed from their saved test probabilities, each declared a number or a table),
-`families` (what differs between generator families: FLUX.1, FLUX.2
-[klein]), `flow` (prompts and the flow-matching loss), `pretrain` (the base model, and
-the tiny base's pretraining), `models` (tiny models of the real architectures),
-`timm_backbone` (timm classifiers), `dinov2` (the offline CPU backbone), `attention`,
-`checkpoint` (pickle-free LoRA checkpoints), `prodigy`, `vocab` (the tiny text encoders'
-tokenizers), `io` (atomic writes and the settings guard). `analysis` also holds
-`efficiency` (the sample-efficiency sweep's reading) and `report` (the stage pages'
-tables and plots).
+`design` (which cells the study fits), `filtering` (the filtered arm: its scorer and
+which candidates it keeps), `metrics` (one registry of the cells' metrics, computed from
+their saved test probabilities, each declared a number or a table), `families` (what
+differs between generator families: FLUX.1, FLUX.2 [klein]), `flow` (prompts and the
+flow-matching loss), `pretrain` (the base model, and the tiny base's pretraining),
+`models` (tiny models of the real architectures), `timm_backbone` (timm classifiers),
+`dinov2` (the offline CPU backbone), `attention`, `checkpoint` (pickle-free LoRA
+checkpoints), `prodigy`, `vocab` (the tiny text encoders' tokenizers), `io` (atomic
+writes and the settings guard). `analysis` also holds `efficiency` (the sample-efficiency
+sweep's reading), `report` and `filter_page` (the stage pages' tables and plots).
 
 Three floors (`tests/test_structure.py` holds them): `runtime` at the bottom, the
 services anything may import (`provenance`, `progress`, `quiet`, `compiling`,

@@ -273,13 +273,21 @@ class GenerationConfig(_Section):
         "graphs); compiled kernels round differently, so it is one of the stage's settings "
         "(runtime.compiling)",
     )
-    arms: list[Literal["lora", "base", "img2img"]] = Field(
+    arms: list[Literal["lora", "base", "img2img", "filtered"]] = Field(
         ["lora"],
         min_length=1,
         description="synthetic sets to make and study, each in its own folder: `lora` (the "
         "paper's), `base` (same prompts and seeds, base model without the LoRA: what the "
         "LoRA adds), `img2img` (with the LoRA, each image started from a LoRA-training "
-        "image of its class at `img2img_strength`)",
+        "image of its class at `img2img_strength`), `filtered` (the LoRA's images, "
+        "`oversample` times as many per class, of which a classifier trained on the LoRA's "
+        "real images keeps the most recognisable)",
+    )
+    oversample: int = Field(
+        3,
+        ge=2,
+        description="filtered arm: candidates per kept image; the LoRA arm's images are "
+        "the first of them, so it generates (oversample - 1) x count more",
     )
     img2img_strength: float = Field(
         0.6, gt=0, le=1, description="share of the schedule img2img denoises (1: from noise)"

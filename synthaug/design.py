@@ -118,10 +118,15 @@ def shortfalls(cfg: StudyConfig, cells: list[Cell], manifest: Manifest) -> list[
             short = [label for label, count in need.items() if count > available[label]]
             if short:
                 label = short[0]
+                have = f"only {available[label]} are available"
+                if kind == "generated" and cell.arm == "filtered":
+                    candidates = available[label] * cfg.generation.oversample
+                    have = (
+                        f"the filter keeps only {available[label]} of its {candidates} candidates"
+                    )
                 problems.append(
                     f"cell {name} needs {need[label]} {kind} images of class {label!r} "
-                    f"({n} over {len(manifest.classes)} classes) but only {available[label]} "
-                    f"are available"
+                    f"({n} over {len(manifest.classes)} classes) but {have}"
                     + (f" (and {len(short) - 1} more classes)" if len(short) > 1 else "")
                     + f"; raise {fix}"
                 )

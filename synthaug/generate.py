@@ -1,8 +1,11 @@
 """Stage 2: the synthetic sets: base pipeline + the study's LoRA, class-balanced and seeded.
 
 One set per arm of `generation.arms`, each in its own folder (`cfg.paths.arm`): `lora` (the
-paper's), `base` (the same prompts and seeds without the LoRA) and `img2img` (with the
-LoRA, each image started from a LoRA-training image of its class, `init_images`).
+paper's), `base` (the same prompts and seeds without the LoRA), `img2img` (with the
+LoRA, each image started from a LoRA-training image of its class, `init_images`) and
+`filtered` (`generation.oversample` candidates per image: the LoRA arm's images and
+`candidate_jobs` more from the same seed sequence, of which `synthaug.filtering` keeps
+the most recognisable per class).
 
 Every image has its own seed derived from (global seed, class, index), so any image can be
 regenerated alone. Jobs are cut into fixed batches of `generation.batch_size` in a fixed
@@ -26,6 +29,7 @@ import torch
 from synthaug.config import StudyConfig
 from synthaug.data import DataError, ImageLoader, ImageRecord, prepare_data, spread
 from synthaug.families import family_named
+from synthaug.filtering import FILTERED, SCORER_RULE, is_kept, keep_best
 from synthaug.flow import prompt_for
 from synthaug.io import (
     atomic_write_bytes,
@@ -87,6 +91,18 @@ def list_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
     ]
 
 
+def candidate_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
+    """The filtered arm's candidates beyond the LoRA arm's images: per class with n images,
+    indices n .. oversample x n - 1 of the same (global seed, class, index) sequence, so the
+    LoRA arm's set is their prefix and none of its images is made again."""
+    k = cfg.generation.oversample
+    return [
+        Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
+        for label, count in spread(cfg.generation.count, classes).items()
+        for index in range(count, k * count)
+    ]
+
+
 def batches_of(jobs: list[Job], batch_size: int, shard: tuple[int, int]) -> list[list[Job]]:
     """This shard's fixed batches: batch b belongs to shard b % n."""
     index, count = shard
@@ -113,6 +129,8 @@ def _settings(cfg: StudyConfig, source: str, lora_sha: str, arm: str) -> dict:
     arm_settings = {} if arm == "lora" else {"arm": arm}
     if arm == "img2img":
         arm_settings |= {"img2img_strength": g.img2img_strength, "init_images": INIT_RULE}
+    if arm == FILTERED:
+        arm_settings |= {"oversample": g.oversample, "scorer": SCORER_RULE}
     return {
         **arm_settings,
         "family": cfg.generator.family,
@@ -226,7 +244,8 @@ def task_name(arm: str, index: int = 0, count: int = 1) -> str:
 
 
 def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora") -> dict:
-    """Notebook 02's one call: generate (or finish) this shard of one arm's synthetic set."""
+    """Notebook 02's one call: generate (or finish) this shard of one arm's synthetic set;
+    for the filtered arm, its candidates, then (once all exist) the images it keeps."""
     cfg.generation.check_arm(arm)
     index, count = parse_shard(shard)
     classes = prepare_data(cfg).classes
@@ -234,11 +253,43 @@ def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora
     pipe, source, lora_sha = load_generator(cfg, arm=arm)
     settings = _settings(cfg, source, lora_sha, arm)
     record_settings(out / "settings.json", settings, str(out))
+    if arm != FILTERED:
+        jobs, shard_path = list_jobs(cfg, classes), cfg.paths.generated_shard(index, count, arm)
+        made = _render_set(cfg, pipe, jobs, out, shard_path, (index, count), arm, settings)
+        complete = merge_shards(out, jobs) is not None
+        return {"arm": arm, **made, "complete": complete, "dir": str(out), "total": len(jobs)}
+    candidates = out / "candidates"
+    jobs = candidate_jobs(cfg, classes)
+    shard_path = candidates / f"manifest.shard{index}of{count}.csv"
+    made = _render_set(cfg, pipe, jobs, candidates, shard_path, (index, count), arm, settings)
+    summary = {"arm": arm, **made, "complete": False, "dir": str(out), "total": len(jobs)}
+    if merge_shards(candidates, jobs) is None:
+        return summary  # another shard's candidates are still to come
+    if not is_complete(cfg, "lora"):
+        raise DataError(
+            f"the filtered arm keeps from the LoRA arm's images as well as its own "
+            f"{len(jobs)} candidates, and the LoRA arm's set at {cfg.paths.arm('lora')} is "
+            "not complete: generate it first (`synthaug run --stage generate` makes the "
+            "arms in order), then rerun this one"
+        )
+    return summary | {"complete": True} | keep_best(cfg, made["seconds"])
 
-    jobs = list_jobs(cfg, classes)
-    shard_path = cfg.paths.generated_shard(index, count, arm)
-    rows = _read_rows(shard_path) | _read_rows(cfg.paths.arm_manifest(arm))
-    mine = batches_of(jobs, cfg.generation.batch_size, (index, count))
+
+def _render_set(
+    cfg: StudyConfig,
+    pipe,
+    jobs: list[Job],
+    out: Path,
+    shard_path: Path,
+    shard: tuple[int, int],
+    arm: str,
+    settings: dict,
+) -> dict:
+    """Render this shard's batches of `jobs` that are not on disk yet into `out`, each
+    row in the shard's manifest as soon as its batch is written; what it made and how fast."""
+    index, count = shard
+    rows = _read_rows(shard_path) | _read_rows(out / "manifest.csv")
+    mine = batches_of(jobs, cfg.generation.batch_size, shard)
     todo = [batch for batch in mine if not all(_is_done(out, rows.get(j.file)) for j in batch)]
     done_rows = {j.file: rows[j.file] for batch in mine for j in batch if j.file in rows}
     if todo:
@@ -251,34 +302,34 @@ def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora
     for batch in todo:
         for job, png in zip(batch, render(pipe, cfg, batch), strict=True):
             atomic_write_bytes(out / job.file, png)
-            done_rows[job.file] = {
-                "file": job.file,
-                "label": job.label,
-                "prompt": job.prompt,
-                "seed": job.seed,
-                "steps": cfg.generation.steps,
-                "guidance": cfg.generation.guidance_scale,
-                "lora_sha256": lora_sha,
-                "family": cfg.generator.family,
-                "base_model": settings["base_model"],
-                "sha256": sha256_bytes(png),
-            }
+            done_rows[job.file] = _row(cfg, job, settings, png)
         _write_rows(shard_path, done_rows)  # a kill loses at most the batch in flight
         made += len(batch)
         progress.update(len(batch), rate=f"{made / (time.perf_counter() - start):.2f} img/s")
     progress.close()
     elapsed = time.perf_counter() - start
     _write_rows(shard_path, done_rows)
-    merged = merge_shards(out, jobs)
     return {
-        "arm": arm,
         "generated_now": made,
         "shard": f"{index}/{count}",
         "seconds": elapsed,
         "images_per_s": made / elapsed if made else None,
-        "complete": merged is not None,
-        "dir": str(out),
-        "total": len(jobs),
+    }
+
+
+def _row(cfg: StudyConfig, job: Job, settings: dict, png: bytes) -> dict:
+    """One image's manifest row: everything that makes it again, and its digest."""
+    return {
+        "file": job.file,
+        "label": job.label,
+        "prompt": job.prompt,
+        "seed": job.seed,
+        "steps": cfg.generation.steps,
+        "guidance": cfg.generation.guidance_scale,
+        "lora_sha256": settings["lora_sha256"],
+        "family": cfg.generator.family,
+        "base_model": settings["base_model"],
+        "sha256": sha256_bytes(png),
     }
 
 
@@ -321,4 +372,5 @@ def is_complete(cfg: StudyConfig, arm: str = "lora") -> bool:
     return (
         all(settings.get(k) == v for k, v in expected.items() if k != "base_model")
         and len(_read_rows(out / "manifest.csv")) == cfg.generation.count
+        and (arm != FILTERED or is_kept(cfg))
     )

@@ -119,6 +119,18 @@ def test_arms_side_by_side_and_real_only_cells_shared() -> None:
     ]
 
 
+def test_the_filtered_arm_is_read_against_the_lora_arm() -> None:
+    """The answer's filtered line puts the filter first: its CAS, then the LoRA arm's."""
+    from synthaug.analysis.answer import arms_answer
+    from synthaug.analysis.tables import arms
+
+    cfg = load_config(ROOT / "params/smoke.yaml", {"generation.arms": "[lora, filtered]"})
+    kept = [_metrics(15, 0, s, a, 1.0, "filtered") for s, a in enumerate((0.9, 0.92))]
+    [line] = arms_answer(arms(cfg, CELLS + kept))
+    assert line.startswith("the filtered arm against the LoRA arm: CAS 0.910 [")
+    assert "against 0.350 [-0.285, 0.985]" in line and line.endswith("in 1 of 1 training sets")
+
+
 def test_real_equivalent_reads_the_real_only_curve_in_log_count() -> None:
     import numpy as np
 

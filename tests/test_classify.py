@@ -36,16 +36,16 @@ def test_study_cells_cover_mixes_baselines_and_seeds() -> None:
 
 
 def test_study_cells_of_every_arm_and_the_sweep() -> None:
-    cfg = load_config(ROOT / "params" / "smoke.yaml")  # arms lora, base, img2img; a sweep
+    cfg = load_config(ROOT / "params" / "smoke.yaml")  # arms lora, base, img2img, filtered
     cells = {(c.n_generated, c.n_real, c.arm) for c in study_cells(cfg, n_classes=5)}
     real_only = {c for c in cells if c[0] == 0}
     # real-only cells belong to no arm: listed once, under lora
     assert real_only == {(0, n, "lora") for n in (5, 10, 15, 20)}
-    for arm in ("lora", "base", "img2img"):
+    for arm in ("lora", "base", "img2img", "filtered"):
         assert {(5, 15, arm), (10, 10, arm), (15, 5, arm), (15, 0, arm)} <= cells  # mixes, CAS
         # the sweep: 1, 2, 4 real per class, plus 2 generated per class (10 images)
         assert {(10, 5, arm), (10, 10, arm), (10, 20, arm)} <= cells
-    assert len(cells) == 4 + 3 * 4 + 3 * 2  # (10, 10) is a mix and a sweep point
+    assert len(cells) == 4 + 4 * 4 + 4 * 2  # (10, 10) is a mix and a sweep point
     assert Cell(0, 5, 0, "base") == Cell(0, 5, 0) and Cell(10, 5, 1, "base").name == (
         "base-gen10-real5-seed1"
     )

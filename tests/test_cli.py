@@ -17,7 +17,7 @@ def test_run_dry_run_prints_the_plan(tmp_path, capsys) -> None:
     args = ["run", "-f", "params/smoke.yaml", "-p", "output_dir", str(tmp_path), "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "50 tasks, 0 done, 50 to run" in out and "[todo] book" in out
+    assert "63 tasks, 0 done, 63 to run" in out and "[todo] book" in out
 
 
 def test_run_up_to_a_stage_then_resume(tmp_path, capsys, ucmerced) -> None:

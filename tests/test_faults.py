@@ -36,8 +36,15 @@ def start(out: Path) -> subprocess.Popen:
     """The run in its own process group, as a terminal's foreground job is."""
     return subprocess.Popen(
         command(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the run, as in a terminal's foreground job: a suite
+    started in the background (`pytest &`) hands its children SIGINT ignored, and Python
+    keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(out: Path) -> subprocess.CompletedProcess:

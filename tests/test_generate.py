@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthaug import generate
+from synthaug import filtering, generate
 from synthaug.data import DataError, prepare_data
 from synthaug.generate import (
     batches_of,
@@ -240,3 +240,56 @@ def test_img2img_arm_starts_each_image_from_a_lora_image_of_its_class(
     assert np.abs(np.asarray(moved, dtype=np.float32) - saved).mean() > 1
     # and it is not the text-to-image image of the same seed
     assert np.abs(saved - _pixels(cfg.paths.generated / jobs[0].file)).mean() > 1
+
+
+def test_filtered_arm_keeps_the_best_scored_of_candidates_the_lora_arm_begins(
+    trained, tmp_path
+) -> None:
+    """3 candidates per kept image: the LoRA arm's 4 per class (reused, not made again)
+    and 8 more per class from the same seed sequence; a scorer that saw only the LoRA
+    split keeps the 4 it scores highest per class."""
+    arms = {"generation.arms": "[lora, filtered]", "generation.oversample": 3}
+    cfg = fresh(trained, tmp_path, **arms)
+    generate_images(cfg)
+    summary = generate_images(cfg, arm="filtered")
+    assert summary["generated_now"] == 40 and summary["complete"]
+    assert generate.is_complete(cfg, "filtered") and summary["candidates"] == 60
+    candidates = filtering.read_candidates(cfg)
+    lora = {(r["label"], int(r["file"][-9:-4])): r for r in manifest_rows(cfg)}
+    reused = [c for c in candidates if c["file"].startswith("generated/")]
+    assert {(c["label"], c["index"]): c["sha256"] for c in reused} == {
+        key: row["sha256"] for key, row in lora.items()
+    }
+    for c in candidates:  # one seed sequence: (global seed, class, index)
+        assert int(c["seed"]) == generate.image_seed(cfg.generation.seed, c["label"], c["index"])
+    assert len({c["score"] for c in candidates}) > 10  # scored, not a constant
+    for label in {c["label"] for c in candidates}:
+        mine = [c for c in candidates if c["label"] == label]
+        kept = [c["score"] for c in mine if c["kept"]]
+        assert len(kept) == 4 and min(kept) >= max(c["score"] for c in mine if not c["kept"])
+        assert sorted(c["rank"] for c in mine if c["kept"]) == [1, 2, 3, 4]
+    # the arm's set: the kept images, copied byte for byte, with their score and rank
+    rows = manifest_rows(cfg, "filtered")
+    folder = cfg.paths.arm("filtered")
+    assert len(rows) == 20 and all(
+        generate.sha256_file(folder / r["file"]) == r["sha256"] for r in rows
+    )
+    kept = {c["sha256"]: c for c in candidates if c["kept"]}
+    assert {r["sha256"] for r in rows} == set(kept)
+    assert all(int(r["rank"]) == kept[r["sha256"]]["rank"] for r in rows)
+    # nothing is made again on a rerun
+    assert generate_images(cfg, arm="filtered")["generated_now"] == 0
+
+
+def test_the_scorer_sees_only_the_lora_split(trained, tmp_path) -> None:
+    """The scorer's training images are the LoRA split's, disjoint from the test split
+    (and from the pool the cells draw from): it cannot have seen a test image."""
+    cfg = fresh(trained, tmp_path, **{"generation.arms": "[lora, filtered]"})
+    generate_images(cfg)
+    generate_images(cfg, arm="filtered")
+    scorer = json.loads((cfg.paths.arm("filtered") / "scorer.json").read_text())
+    seen = {(split, ref) for split, ref, _ in scorer["training_images"]}
+    manifest = prepare_data(cfg)
+    assert seen == {("lora", r.ref) for r in manifest.split("lora")}
+    for other in ("test", "pool"):
+        assert not {r.ref for r in manifest.split(other)} & {ref for _, ref in seen}

@@ -42,18 +42,18 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
     tmp_path, todo, lines = smoke_study
     overrides = {"output_dir": str(tmp_path)}
     cfg = smoke_config(tmp_path)
-    # LoRA, a synthetic set per arm (lora, base, img2img), 44 cells (3 mixes + CAS per
-    # arm, 4 real-only baselines, the sweep's 2 new real counts per arm; x 2 seeds),
-    # analysis, book
-    assert len(todo) == len(list_tasks(cfg)) == 1 + 3 + 44 + 2
+    # LoRA, a synthetic set per arm (lora, base, img2img, filtered), 56 cells (3 mixes +
+    # CAS per arm, 4 real-only baselines, the sweep's 2 new real counts per arm; x 2
+    # seeds), analysis, book
+    assert len(todo) == len(list_tasks(cfg)) == 1 + 4 + 56 + 2
     executed = sorted(p.stem for p in (cfg.run_dir / "notebooks").glob("*.ipynb"))
     assert executed[:2] == ["01_lora", "02_generate"] and "04_analysis" in executed
-    assert {"02_generate-base", "02_generate-img2img"} <= set(executed)
+    assert {"02_generate-base", "02_generate-img2img", "02_generate-filtered"} <= set(executed)
     assert {"03_train_ratio-gen5-real15-seed1", "03_train_ratio-base-gen15-real0-seed0"} <= set(
         executed
     )
     assert "03_train_ratio-img2img-gen10-real20-seed1" in executed  # the sweep, 4 real/class
-    assert any(line.startswith("[50/50] book") for line in lines)
+    assert any(line.startswith("[63/63] book") for line in lines)
     # the run records what made it: a config that loads as a profile, versions per task
     assert load_config(cfg.paths.config) == cfg
     record = json.loads(cfg.paths.provenance("01_lora").read_text())
@@ -76,7 +76,7 @@ def test_smoke_study_end_to_end_then_rerun_does_nothing(smoke_study) -> None:
 
     again: list[str] = []
     assert run_study(ROOT / "params/smoke.yaml", overrides, echo=again.append) == []
-    assert again[0].endswith(f"50 tasks, 50 done, 0 to run -> {cfg.run_dir}")
+    assert again[0].endswith(f"63 tasks, 63 done, 0 to run -> {cfg.run_dir}")
 
     # The cells ran in warm kernels; a fresh kernel (same threads) gives the same results.
     task = next(t for t in list_tasks(cfg) if t.name == "03_train_ratio-gen5-real15-seed1")
@@ -137,7 +137,7 @@ def test_no_kept_notebook_or_page_names_a_machine_folder(smoke_study) -> None:
     cfg = smoke_config(smoke_study[0])
     folders = [f"{Path.home()}/", str(cfg.run_dir), f"{tempfile.gettempdir()}/"]
     pages = [*cfg.paths.notebooks.glob("*.ipynb"), *cfg.paths.book_index.parent.glob("*.html")]
-    assert len(pages) > 90  # 50 notebooks, 50 pages and the book's own
+    assert len(pages) > 120  # 63 notebooks, 63 pages and the book's own
     found = {f"{p.name}: {f}" for p in pages for f in folders if f in _shown_text(p)}
     assert not found, sorted(found)[:10]
 
@@ -202,7 +202,9 @@ def test_two_generation_workers_write_the_manifest_one_writes(smoke_study, tmp_p
     overrides = {"output_dir": str(tmp_path), "study.devices": "2"}
     done = run_study(ROOT / "params/smoke.yaml", overrides, stage="generate", echo=lines.append)
     assert [t.name for t in done] == [
-        f"02_generate{arm}-shard{i}of2" for arm in ("", "-base", "-img2img") for i in (0, 1)
+        f"02_generate{arm}-shard{i}of2"
+        for arm in ("", "-base", "-img2img", "-filtered")
+        for i in (0, 1)
     ]
     two, one = smoke_config(tmp_path).paths, smoke_config(smoke_study[0]).paths
     for arm in ("lora", "base"):
@@ -215,6 +217,9 @@ def test_two_generation_workers_write_the_manifest_one_writes(smoke_study, tmp_p
     for name in files:
         a, b = (np.asarray(Image.open(p.arm("img2img") / name), float) for p in (one, two))
         assert np.abs(a - b).max() <= 1, name
+    # the filter keeps the same images (its scorer's sums, too, follow the thread count)
+    kept = [[row["sha256"] for row in read_csv(p.arm_manifest("filtered"))] for p in (one, two)]
+    assert kept[0] == kept[1]
 
 
 def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
@@ -226,7 +231,7 @@ def test_dry_run_lists_the_plan_without_running(tmp_path) -> None:
         dry_run=True,
         echo=lines.append,
     )
-    assert lines[0].endswith("48 tasks, 0 done, 48 to run -> " + str(tmp_path / "smoke"))
+    assert lines[0].endswith("61 tasks, 0 done, 61 to run -> " + str(tmp_path / "smoke"))
     assert lines[1].startswith("data: local folder ") and "5 classes, 80 images" in lines[1]
     assert "'agricultural'" in lines[3] and "-> 'an aerial image of agricultural'" in lines[3]
     tasks = [line for line in lines if "[todo]" in line or "[done]" in line]
@@ -415,6 +420,24 @@ def test_paper_plan_that_cannot_be_drawn_stops_before_any_compute(
     )
     assert message.count("cell ") == 15  # 7 mixes, their 7 real-only baselines, full real
     assert not (tmp_path / "paper").exists()  # nothing was written, nothing ran
+
+
+def test_a_filter_that_keeps_too_few_stops_the_dry_run(tmp_path) -> None:
+    """2 kept images per class (of 6 candidates) cannot feed a CAS cell drawing 3."""
+    overrides = {
+        "output_dir": str(tmp_path),
+        "generation.arms": "[lora, filtered]",
+        "generation.count": 10,
+        "generation.oversample": 3,
+    }
+    with pytest.raises(DataError) as caught:
+        run_study(ROOT / "params/smoke.yaml", overrides, dry_run=True, echo=lambda _: None)
+    assert (
+        "cell filtered-gen15-real0 needs 3 generated images of class 'agricultural' (15 over "
+        "5 classes) but the filter keeps only 2 of its 6 candidates (and 4 more classes); "
+        "raise generation.count" in str(caught.value)
+    )
+    assert not (tmp_path / "smoke").exists()
 
 
 def test_paper_plan_that_fits_lists_its_tasks(patternnet_like, tmp_path, hub_models) -> None:

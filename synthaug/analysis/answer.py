@@ -72,8 +72,9 @@ def answer(t2: pd.DataFrame, base: pd.DataFrame, n_classes: int) -> list[str]:
 
 
 def arms_answer(table: pd.DataFrame) -> list[str]:
-    """What the LoRA adds: each other arm's CAS against the LoRA arm's, and in how many
-    mixes that arm's interval lies above, below or across the LoRA arm's."""
+    """What the LoRA adds, and what the filter adds to it: the LoRA arm's CAS against each
+    other arm's (the filtered arm's against the LoRA arm's), and in how many training
+    sets the first interval lies above, below or across the second."""
     if table.empty:
         return []
     lines = []
@@ -82,19 +83,27 @@ def arms_answer(table: pd.DataFrame) -> list[str]:
     if lora is None:
         return []
     for arm, rows in by_arm.items():
+        # the filter is read against the LoRA's set it filters; the LoRA against the others
+        first, second = (rows, lora) if arm == "filtered" else (lora, rows)
         shared = [key for key in rows.index if key in lora.index]
         verdicts = [
-            VERDICT[compare(interval(lora.loc[k], "accuracy"), interval(rows.loc[k], "accuracy"))]
+            VERDICT[
+                compare(interval(first.loc[k], "accuracy"), interval(second.loc[k], "accuracy"))
+            ]
             for k in shared
         ]
         cas = [k for k in shared if k[1] == 0]
-        line = f"the LoRA against the {arm} arm: "
+        line = (
+            "the filtered arm against the LoRA arm: "
+            if arm == "filtered"
+            else f"the LoRA against the {arm} arm: "
+        )
         if cas:
             line += (
                 "CAS "
-                + interval_text(*interval(lora.loc[cas[0]], "accuracy"))
+                + interval_text(*interval(first.loc[cas[0]], "accuracy"))
                 + " against "
-                + interval_text(*interval(rows.loc[cas[0]], "accuracy"))
+                + interval_text(*interval(second.loc[cas[0]], "accuracy"))
                 + "; "
             )
         counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}

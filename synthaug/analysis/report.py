@@ -128,7 +128,7 @@ def figure1(
     with a note, while other generation shards still run (the set's manifest is written
     when the last one finishes). It writes nothing: `save_figure` does, where asked."""
     folder = cfg.paths.arm(arm)  # in 04: the first generator seed's (cfg.first_generator())
-    if not (folder / "manifest.csv").exists() and any(folder.glob("manifest.shard*of*.csv")):
+    if not (folder / "manifest.csv").exists() and any(folder.glob("**/manifest.shard*of*.csv")):
         print("Figure 1 follows once every generation shard has finished.")
         return None
 
@@ -136,12 +136,7 @@ def figure1(
     generated = read_generated_manifest(folder / "manifest.csv")
     load = ImageLoader(cfg.dataset, cfg.paths.root)
     classes = manifest.classes[:n_classes]
-    fig, axes = plt.subplots(
-        len(classes),
-        2 * per_class,
-        figsize=(1.1 * 2 * per_class + 1.6, 1.1 * len(classes) + 0.4),
-        squeeze=False,
-    )
+    fig, axes = image_grid(len(classes), 2 * per_class, (1.1, 1.1))
     for row, label in enumerate(classes):
         fakes = [r for r in generated if r.label == label][:per_class]
         reals = [r for r in manifest.split("pool") if r.label == label][:per_class]
@@ -151,12 +146,27 @@ def figure1(
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     axes[0, 0].set_title(f"generated ({arm})", loc="left", fontsize="small")
     axes[0, per_class].set_title("real", loc="left", fontsize="small")
+    fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
+    return fig
+
+
+def image_grid(
+    n_rows: int, n_columns: int, inches: tuple[float, float]
+) -> tuple[Figure, np.ndarray]:
+    """A figure of `n_rows` x `n_columns` image axes, `inches` (width, height) each, with
+    room on the left for a label per row; ticks and frames hidden, labels kept."""
+    width, height = inches
+    fig, axes = plt.subplots(
+        n_rows,
+        n_columns,
+        figsize=(width * n_columns + 1.6, height * n_rows + 0.4),
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
-    fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.16, right=0.99, top=0.97, bottom=0.01)
-    return fig
+    return fig, axes
 
 
 def save_figure(fig: Figure | None, path: Path) -> None:
