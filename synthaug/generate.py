@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from synthaug.io import (
     write_csv,
 )
 from synthaug.models import base_name, default_device, weight_dtype
+from synthaug.paths import shard_manifest
 from synthaug.pretrain import base_model_source
 from synthaug.runtime import provenance
 from synthaug.runtime.compiling import compile_blocks
@@ -84,11 +86,7 @@ def image_seed(global_seed: int, label: str, index: int) -> int:
 
 def list_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
     """`generation.count` images spread evenly over classes (remainder alphabetical)."""
-    return [
-        Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
-        for label, count in spread(cfg.generation.count, classes).items()
-        for index in range(count)
-    ]
+    return _jobs(cfg, classes, lambda count: range(count))
 
 
 def candidate_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
@@ -96,10 +94,15 @@ def candidate_jobs(cfg: StudyConfig, classes: list[str]) -> list[Job]:
     indices n .. oversample x n - 1 of the same (global seed, class, index) sequence, so the
     LoRA arm's set is their prefix and none of its images is made again."""
     k = cfg.generation.oversample
+    return _jobs(cfg, classes, lambda count: range(count, k * count))
+
+
+def _jobs(cfg: StudyConfig, classes: list[str], indices: Callable[[int], range]) -> list[Job]:
+    """One job per class and index in `indices(the class's share of generation.count)`."""
     return [
         Job(label, index, image_seed(cfg.generation.seed, label, index), prompt_for(cfg, label))
         for label, count in spread(cfg.generation.count, classes).items()
-        for index in range(count, k * count)
+        for index in indices(count)
     ]
 
 
@@ -260,7 +263,7 @@ def generate_images(cfg: StudyConfig, shard: str | None = None, arm: str = "lora
         return {"arm": arm, **made, "complete": complete, "dir": str(out), "total": len(jobs)}
     candidates = out / "candidates"
     jobs = candidate_jobs(cfg, classes)
-    shard_path = candidates / f"manifest.shard{index}of{count}.csv"
+    shard_path = shard_manifest(candidates, index, count)
     made = _render_set(cfg, pipe, jobs, candidates, shard_path, (index, count), arm, settings)
     summary = {"arm": arm, **made, "complete": False, "dir": str(out), "total": len(jobs)}
     if merge_shards(candidates, jobs) is None:

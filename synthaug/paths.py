@@ -90,6 +90,11 @@ def seeded(name: str, generator_seed: int) -> str:
     return f"{name}-g{generator_seed}" if generator_seed else name
 
 
+def shard_manifest(folder: Path, index: int, count: int) -> Path:
+    """The manifest generation shard `index` of `count` writes in `folder`."""
+    return folder / f"manifest.shard{index}of{count}.csv"
+
+
 class RunPaths:
     """Every path of the run folder at `root` (`cfg.paths`)."""
 
@@ -122,7 +127,7 @@ class RunPaths:
         return self.arm(arm) / "manifest.csv"
 
     def generated_shard(self, index: int, count: int, arm: str = "lora") -> Path:
-        return self.arm(arm) / f"manifest.shard{index}of{count}.csv"
+        return shard_manifest(self.arm(arm), index, count)
 
     def provenance(self, task_name: str) -> Path:
         return self.root / "provenance" / f"{task_name}.json"

@@ -84,7 +84,10 @@ def arms_answer(table: pd.DataFrame) -> list[str]:
         return []
     for arm, rows in by_arm.items():
         # the filter is read against the LoRA's set it filters; the LoRA against the others
-        first, second = (rows, lora) if arm == "filtered" else (lora, rows)
+        if arm == "filtered":
+            first, second, line = rows, lora, "the filtered arm against the LoRA arm: "
+        else:
+            first, second, line = lora, rows, f"the LoRA against the {arm} arm: "
         shared = [key for key in rows.index if key in lora.index]
         verdicts = [
             VERDICT[
@@ -93,11 +96,6 @@ def arms_answer(table: pd.DataFrame) -> list[str]:
             for k in shared
         ]
         cas = [k for k in shared if k[1] == 0]
-        line = (
-            "the filtered arm against the LoRA arm: "
-            if arm == "filtered"
-            else f"the LoRA against the {arm} arm: "
-        )
         if cas:
             line += (
                 "CAS "

@@ -12,13 +12,13 @@ from PIL import Image
 
 from synthaug.analysis.report import image_grid
 from synthaug.config import StudyConfig
-from synthaug.filtering import FILTERED, read_candidates, read_cost
+from synthaug.filtering import FILTERED, is_kept, read_candidates, read_cost
 
 
 def section(cfg: StudyConfig, arm: str, n_classes: int = 4, per_side: int = 4) -> list[object]:
     """The section's parts in page order (a Markdown heading and text, two figures, the
     cost table); nothing for any other arm, or before the filter has run."""
-    if arm != FILTERED or not (cfg.paths.arm(FILTERED) / "candidates.csv").is_file():
+    if arm != FILTERED or not is_kept(cfg):
         return []
     # deferred: IPython exists only inside a notebook kernel
     from IPython.display import Markdown
